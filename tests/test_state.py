@@ -1,0 +1,112 @@
+"""Every public helper that takes a model leaves it exactly as found: no hook left, the same
+``training`` flags, ``requires_grad``, ``.grad``, ReLU ``inplace`` flags and parameters,
+after success, after a bad argument, after an error inside forward() and after Ctrl-C.
+
+To join: add a ``Case`` to ``CASES`` for each new public helper (the meta-test
+``test_every_public_helper_has_a_case`` fails until you do).
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+from dataclasses import dataclass
+from typing import Callable
+
+import pytest
+import torch
+
+import cnnviz_helpers as ch
+from cnnviz_helpers import hooks, layers
+from support import Boom, assert_untouched, raising_in, tiny_input, tiny_model
+
+
+@dataclass
+class Case:
+    run: Callable  # run(model, x): a normal call
+    bad: Callable | None = None  # bad(model, x): a call with a bad argument
+    bad_exc: type = ValueError
+    forward: bool = True  # does run() execute the model's forward()?
+
+
+def _capture(m, x, layers=("conv1", "relu2")):
+    with hooks.capture(m, list(layers), gradients=True) as rec:
+        x = x.clone().requires_grad_(True)
+        y = m(x)
+        torch.autograd.grad(y[:, 0].sum(), x)
+    return rec
+
+
+def _frozen(m, x):
+    with hooks.frozen(m):
+        m(x)
+
+
+def _relu_rule(rule):
+    def run(m, x):
+        with hooks.relu_rule(m, rule):
+            x = x.clone().requires_grad_(True)
+            torch.autograd.grad(m(x)[:, 1].sum(), x)
+    return run
+
+
+# Modules whose public functions taking a ``model`` first must each have a case.
+STATE_MODULES = ["cnnviz_helpers.hooks", "cnnviz_helpers.layers", "cnnviz_helpers.models"]
+
+CASES: dict[str, Case] = {
+    # hooks
+    "capture": Case(_capture, bad=lambda m, x: _capture(m, x, ("conv1", "nope")), bad_exc=KeyError),
+    "frozen": Case(_frozen, bad=lambda m, x: hooks.frozen(object()).__enter__(), bad_exc=TypeError),
+    "relu_rule": Case(_relu_rule("guided"), bad=lambda m, x: hooks.relu_rule(m, "sideways").__enter__()),
+    "relu_rule/deconvnet": Case(_relu_rule("deconvnet")),
+    "count_hooks": Case(lambda m, x: hooks.count_hooks(m), forward=False),
+    # layers
+    "list_layers": Case(lambda m, x: layers.list_layers(m, (32, 40)), bad=lambda m, x: layers.list_layers(m, (2, 2)),
+                        bad_exc=RuntimeError),
+    "resolve_layer": Case(lambda m, x: layers.resolve_layer(m, "conv2"), bad=lambda m, x: layers.resolve_layer(m, "x"),
+                          bad_exc=KeyError, forward=False),
+    "resolve_layers": Case(lambda m, x: layers.resolve_layers(m, ["conv2", "fc"]),
+                           bad=lambda m, x: layers.resolve_layers(m, []), forward=False),
+    "layer_names": Case(lambda m, x: layers.layer_names(m), forward=False),
+    "receptive_field": Case(lambda m, x: layers.receptive_field(m, "conv2", (32, 40)),
+                            bad=lambda m, x: layers.receptive_field(m, "fc", (32, 40))),
+    # models
+    "CourseModel.predict": Case(lambda m, x: m.predict(x, top=3)),
+}
+
+
+def _model(kind: str):
+    return tiny_model(train_mode=(kind == "train"), with_grads=(kind == "train"))
+
+
+@pytest.mark.parametrize("kind", ["eval", "train"])
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_success_leaves_model_untouched(name, kind):
+    m, x = _model(kind), tiny_input()
+    assert_untouched(m, lambda m: CASES[name].run(m, x))
+
+
+@pytest.mark.parametrize("name", sorted(n for n in CASES if CASES[n].bad is not None))
+def test_bad_argument_leaves_model_untouched(name):
+    m, x = _model("train"), tiny_input()
+    assert_untouched(m, lambda m: CASES[name].bad(m, x), raises=CASES[name].bad_exc)
+
+
+@pytest.mark.parametrize("exc", [Boom("inside forward"), KeyboardInterrupt()], ids=["error", "ctrl-c"])
+@pytest.mark.parametrize("name", sorted(n for n in CASES if CASES[n].forward))
+def test_error_inside_forward_leaves_model_untouched(name, exc):
+    m, x = _model("train"), tiny_input()
+    with raising_in(m, "conv2", exc):
+        assert_untouched(m, lambda m: CASES[name].run(m, x), raises=type(exc))
+
+
+def test_every_public_helper_has_a_case():
+    missing = []
+    for modname in STATE_MODULES:
+        mod = importlib.import_module(modname)
+        for name in getattr(mod, "__all__", []):
+            obj = getattr(mod, name)
+            if inspect.isfunction(obj):
+                params = list(inspect.signature(obj).parameters)
+                if params and params[0] == "model" and not any(k == name or k.startswith(name + "/") for k in CASES):
+                    missing.append(f"{modname}.{name}")
+    assert not missing, f"public helpers without a state case in tests/test_state.py: {missing}"
