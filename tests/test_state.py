@@ -50,7 +50,8 @@ def _relu_rule(rule):
 
 
 # Modules whose public functions taking a ``model`` first must each have a case.
-STATE_MODULES = ["cnnviz_helpers.hooks", "cnnviz_helpers.layers", "cnnviz_helpers.models"]
+STATE_MODULES = ["cnnviz_helpers.hooks", "cnnviz_helpers.layers", "cnnviz_helpers.models",
+                 "cnnviz_helpers.objectives", "cnnviz_helpers.optimize"]
 
 CASES: dict[str, Case] = {
     # hooks
@@ -71,7 +72,40 @@ CASES: dict[str, Case] = {
                             bad=lambda m, x: layers.receptive_field(m, "fc", (32, 40))),
     # models
     "CourseModel.predict": Case(lambda m, x: m.predict(x, top=3)),
+    # objectives / optimize (issue 4): optimize returns on Ctrl-C, _optimize re-raises to show it was seen
+    "features": Case(lambda m, x: _objectives().features(m, x, ["conv1", "fc"]),
+                     bad=lambda m, x: _objectives().features(m, x, ["conv1", "nope"]), bad_exc=KeyError),
+    "optimize": Case(lambda m, x: _optimize(m, x), bad=lambda m, x: _optimize(m, x, layer="nope"), bad_exc=KeyError),
+    "optimize/logits": Case(lambda m, x: _optimize(m, x, layer=None)),
+    "fgsm": Case(lambda m, x: _opt().fgsm(m, x, eps=2 / 255, label=1),
+                 bad=lambda m, x: _opt().fgsm(m, x, eps=2 / 255, label=1, target=2)),
+    "pgd": Case(lambda m, x: _opt().pgd(m, x, eps=4 / 255, steps=3, target=2, random_start=True),
+                bad=lambda m, x: _opt().pgd(m, x, eps=0, target=2)),
 }
+
+
+def _objectives():
+    from cnnviz_helpers import objectives
+
+    return objectives
+
+
+def _opt():
+    from cnnviz_helpers import optimize
+
+    return optimize
+
+
+def _optimize(m, x, layer="conv2"):
+    from cnnviz_helpers import params, transforms
+
+    o = _objectives()
+    objective = (o.channel(layer, 1) if layer else o.class_logit(2)) - 0.1 * o.tv()
+    res = _opt().optimize(m, objective, params.from_image(x), transforms=transforms.jitter(2), steps=3,
+                          progress=False)
+    if res.interrupted:
+        raise KeyboardInterrupt  # optimize swallowed Ctrl-C and returned the image; the state must still be clean
+    return res
 
 
 def _model(kind: str):

@@ -1,0 +1,240 @@
+"""Image parameterizations: leaf tensors that an optimizer changes, and a function that renders an image.
+
+A parameterization ``p`` has ``p.parameters()`` (the leaf tensors, ``requires_grad``),
+``p()`` -> the image ``(N,3,H,W)`` in [0,1] (differentiable), ``p.image()`` (the
+same, detached) and ``p.constrain_()`` (called by ``optimize`` after every step:
+plain pixels are clamped back into [0,1]).
+
+- ``pixels(size, init=...)``: the pixels themselves (Simonyan et al.; DeepDream;
+  attacks). ``from_image(x)`` starts from a photo.
+- ``fft(size, decorrelate=True)``: the Fourier + decorrelated-colour
+  parameterization of Olah et al., *Feature Visualization* (Distill 2017), as
+  in Lucid/Lucent: the image is ``sigmoid(C · irfft2(s ⊙ spectrum))`` with
+  ``s = 1/max(f, 1/max(H,W))^decay`` scaling down high frequencies and ``C``
+  a fixed 3x3 matrix that mixes three decorrelated colour components into
+  RGB (the square root of ImageNet's colour covariance). Gradient steps on
+  the spectrum change the image mostly at low frequencies.
+
+    >>> p = pixels((224, 224), init=0.5, device=model.device)     # a grey image
+    >>> q = fft(224, batch=4, generator=torch.Generator().manual_seed(0))
+    >>> q().shape                                                   # (4, 3, 224, 224)
+
+Introduced in lesson 08; used by lessons 09-12.
+"""
+from __future__ import annotations
+
+import numbers
+from typing import Sequence
+
+import numpy as np
+import torch
+
+__all__ = [
+    "Param",
+    "PixelParam",
+    "FFTParam",
+    "pixels",
+    "from_image",
+    "fft",
+    "COLOR_CORRELATION",
+    "decorrelate_colors",
+    "spectrum_scale",
+]
+
+INITS = ("noise", "zeros", "gray")
+
+# The square root of ImageNet's RGB covariance (Lucid's ``color_correlation_svd_sqrt``), columns
+# normalized so the largest has norm 1: decorrelated components -> RGB.
+_SVD_SQRT = np.asarray([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]], dtype=np.float32)
+COLOR_CORRELATION = torch.from_numpy(_SVD_SQRT / np.max(np.linalg.norm(_SVD_SQRT, axis=0)))
+
+
+def _size(size) -> tuple[int, int]:
+    if isinstance(size, numbers.Integral) and not isinstance(size, bool):
+        size = (int(size), int(size))
+    if not (isinstance(size, (tuple, list)) and len(size) == 2
+            and all(isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in size)):
+        raise TypeError(f"size must be an int or (H, W), got {size!r}")
+    h, w = int(size[0]), int(size[1])
+    if h < 8 or w < 8:
+        raise ValueError(f"image size {h}x{w} is too small: both sides must be >= 8")
+    return h, w
+
+
+def _batch(batch) -> int:
+    if isinstance(batch, bool) or not isinstance(batch, numbers.Integral) or batch < 1:
+        raise ValueError(f"batch must be a positive integer, got {batch!r}")
+    return int(batch)
+
+
+def _generator(g: torch.Generator | None) -> torch.Generator:
+    if g is None:
+        return torch.Generator().manual_seed(0)
+    if not isinstance(g, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(g).__name__}")
+    return g
+
+
+class Param:
+    """Base class: ``parameters()``, ``__call__() -> (N,3,H,W)`` in [0,1], ``image()``, ``constrain_()``."""
+
+    shape: tuple[int, int, int, int]
+
+    def parameters(self) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def __call__(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def image(self) -> torch.Tensor:
+        """The current image, detached: ``(N,3,H,W)`` in [0,1]."""
+        with torch.no_grad():
+            return self().detach().clone()
+
+    def constrain_(self) -> None:
+        """Bring the leaves back into their valid set (after an optimizer step). Default: nothing."""
+
+    @property
+    def device(self) -> torch.device:
+        return self.parameters()[0].device
+
+
+class PixelParam(Param):
+    """The pixels themselves, ``(N,3,H,W)``; kept in [0,1] by ``constrain_`` (a clamp after each step)."""
+
+    def __init__(self, x: torch.Tensor) -> None:
+        self.x = x.detach().clone().requires_grad_(True)
+        self.shape = tuple(self.x.shape)  # type: ignore[assignment]
+
+    def parameters(self) -> list[torch.Tensor]:
+        return [self.x]
+
+    def __call__(self) -> torch.Tensor:
+        return self.x
+
+    def constrain_(self) -> None:
+        with torch.no_grad():
+            self.x.clamp_(0, 1)
+
+    def __repr__(self) -> str:
+        return f"pixels{self.shape}"
+
+
+def pixels(
+    size: int | tuple[int, int],
+    *,
+    batch: int = 1,
+    init: str | float = "gray",
+    sd: float = 0.1,
+    device: str | torch.device | None = None,
+    generator: torch.Generator | None = None,
+) -> PixelParam:
+    """Plain pixels: ``(batch,3,H,W)`` in [0,1], the parameterization of Simonyan et al. (lesson 08).
+
+    ``init``: ``"gray"`` (0.5 everywhere: the mean colour, i.e. the *zero* image
+    of the model's normalized input space for the embedded models), ``"zeros"``
+    (black), ``"noise"`` (0.5 + ``sd`` · N(0,1), clamped; drawn from
+    ``generator``), or a number in [0,1] (a uniform colour).
+    """
+    h, w = _size(size)
+    n = _batch(batch)
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    if isinstance(init, str):
+        if init not in INITS:
+            raise ValueError(f"unknown init {init!r}: choose one of {', '.join(INITS)}, or a number in [0,1]")
+        if init == "noise":
+            g = _generator(generator)
+            x = (0.5 + sd * torch.randn(n, 3, h, w, generator=g)).clamp(0, 1)
+        else:
+            x = torch.full((n, 3, h, w), 0.5 if init == "gray" else 0.0)
+    elif isinstance(init, numbers.Real) and not isinstance(init, bool) and 0 <= init <= 1:
+        x = torch.full((n, 3, h, w), float(init))
+    else:
+        raise ValueError(f"init must be one of {', '.join(INITS)} or a number in [0,1], got {init!r}")
+    return PixelParam(x.to(dev))
+
+
+def from_image(x: torch.Tensor) -> PixelParam:
+    """Pixels that start as a copy of ``x`` ``(N,3,H,W)`` in [0,1] (DeepDream, attacks; lessons 10, 12).
+
+    The copy lives on ``x``'s device; ``x`` itself is never modified.
+    """
+    from .images import check_image
+
+    x = check_image(x, "from_image's x")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0 or hi > 1:
+        raise ValueError(f"from_image needs an image in [0,1], got values in [{lo:.3g}, {hi:.3g}]")
+    return PixelParam(x)
+
+
+def spectrum_scale(h: int, w: int, decay_power: float = 1.0) -> torch.Tensor:
+    """``1 / max(|f|, 1/max(H,W))^decay``: the per-frequency scale of ``fft``, shape ``(H, W//2+1)``.
+
+    ``|f|`` is the frequency magnitude in cycles per pixel (``numpy.fft`` conventions).
+    """
+    fy = np.fft.fftfreq(h)[:, None]                 # (H, 1)
+    fx = np.fft.rfftfreq(w)[None, :]                # (1, W//2+1)
+    f = np.sqrt(fx * fx + fy * fy)
+    return torch.from_numpy((1.0 / np.maximum(f, 1.0 / max(h, w)) ** decay_power).astype(np.float32))
+
+
+def decorrelate_colors(t: torch.Tensor) -> torch.Tensor:
+    """Mix decorrelated components into RGB: ``rgb[c] = sum_k C[c,k] t[k]`` for ``(N,3,H,W)``."""
+    return torch.einsum("ck,nkhw->nchw", COLOR_CORRELATION.to(t.device, t.dtype), t)
+
+
+class FFTParam(Param):
+    """``sigmoid(C · irfft2(scale ⊙ spectrum) / 4)``; the leaf is the spectrum ``(N,3,H,W//2+1,2)`` (real, imag)."""
+
+    _MAGIC = 4.0  # Lucid's fixed divisor, so that the initial image has a small spread
+
+    def __init__(self, spectrum: torch.Tensor, h: int, w: int, decay_power: float, decorrelate: bool) -> None:
+        self.spectrum = spectrum.requires_grad_(True)
+        self.h, self.w = h, w
+        self.decay_power = decay_power
+        self.decorrelate = decorrelate
+        self.scale = spectrum_scale(h, w, decay_power).to(spectrum.device)[None, None, :, :, None]
+        self.shape = (spectrum.shape[0], 3, h, w)
+
+    def parameters(self) -> list[torch.Tensor]:
+        return [self.spectrum]
+
+    def __call__(self) -> torch.Tensor:
+        z = torch.view_as_complex((self.scale * self.spectrum).contiguous())   # (N,3,H,W//2+1) complex
+        t = torch.fft.irfftn(z, s=(self.h, self.w), dim=(-2, -1), norm="ortho") / self._MAGIC  # (N,3,H,W)
+        if self.decorrelate:
+            t = decorrelate_colors(t)
+        return torch.sigmoid(t)
+
+    def __repr__(self) -> str:
+        return f"fft{self.shape}(decay_power={self.decay_power}, decorrelate={self.decorrelate})"
+
+
+def fft(
+    size: int | tuple[int, int],
+    *,
+    batch: int = 1,
+    sd: float = 0.01,
+    decay_power: float = 1.0,
+    decorrelate: bool = True,
+    device: str | torch.device | None = None,
+    generator: torch.Generator | None = None,
+) -> FFTParam:
+    """The Fourier + decorrelated-colour parameterization (Olah et al. 2017; lesson 08).
+
+    The spectrum starts as ``sd`` · N(0,1) (drawn from ``generator``), so the
+    first image is a faint grey-ish noise around 0.5. ``decay_power=1``: each
+    frequency's amplitude is scaled by ``1/|f|``, the ``1/f`` spectrum of
+    natural images; 0 turns the scaling off (plain Fourier basis).
+    """
+    h, w = _size(size)
+    n = _batch(batch)
+    if isinstance(sd, bool) or not isinstance(sd, numbers.Real) or sd < 0:
+        raise ValueError(f"sd must be a number >= 0, got {sd!r}")
+    if isinstance(decay_power, bool) or not isinstance(decay_power, numbers.Real) or decay_power < 0:
+        raise ValueError(f"decay_power must be a number >= 0, got {decay_power!r}")
+    g = _generator(generator)
+    spec = sd * torch.randn(n, 3, h, w // 2 + 1, 2, generator=g)
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    return FFTParam(spec.to(dev), h, w, float(decay_power), bool(decorrelate))
