@@ -88,10 +88,12 @@ class Explorer:
 
     ``on_change``: optional ``{control name: callback(new_value, explorer)}`` run
     before the redraw (e.g. to set a slider's maximum when the layer changes).
+    ``caption``: optional ``caption(**values) -> str`` shown above the image (label the figure).
     """
 
     def __init__(self, render: Callable[..., Any], *, title: str | None = None, size: int = 360,
-                 on_change: dict[str, Callable[[Any, "Explorer"], None]] | None = None, **controls: Any) -> None:
+                 on_change: dict[str, Callable[[Any, "Explorer"], None]] | None = None,
+                 caption: Callable[..., str] | None = None, **controls: Any) -> None:
         w = _w()
         if not controls:
             raise ValueError("Explorer needs at least one control, e.g. channel=channel_slider(31)")
@@ -99,7 +101,9 @@ class Explorer:
         self.controls = controls
         self.size = size
         self.on_change = on_change or {}
-        self.image = w.Image(format="png")
+        self.image = w.Image(format="png", layout=w.Layout(max_width=f"{size}px", height="auto"))
+        self.caption = caption
+        self.caption_html = w.HTML()
         self.status = w.HTML()
         self.last_ms = float("nan")
         self.redraws = 0
@@ -107,7 +111,7 @@ class Explorer:
             c.observe(lambda ch, name=name: self._changed(name, ch["new"]), names="value")
         header = [w.HTML(f"<b>{title}</b>")] if title else []
         self.box = w.VBox(header + [w.HBox(list(controls.values()), layout=w.Layout(flex_flow="row wrap")),
-                                    self.image, self.status])
+                                    self.caption_html, self.image, self.status])
         self.redraw()
 
     def values(self) -> dict[str, Any]:
@@ -120,7 +124,10 @@ class Explorer:
 
     def redraw(self) -> None:
         t = time.perf_counter()
-        out = self.render(**self.values())
+        values = self.values()
+        out = self.render(**values)
+        if self.caption is not None:
+            self.caption_html.value = f"<i>{self.caption(**values)}</i>"
         self.image.value = out if isinstance(out, bytes) else to_png(out, size=self.size)
         self.last_ms = (time.perf_counter() - t) * 1000
         self.redraws += 1

@@ -1,0 +1,93 @@
+"""The Jupyter Book website: builds offline with warnings as errors (lessons executed in quick mode),
+every page of the table of contents exists, nothing is loaded from a CDN, and in a real browser every
+lesson page loads with its figures and no missing local resource."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from browser import ROOT, artifacts, chromium_page, free_port, server
+
+pytestmark = pytest.mark.book
+SITE = ROOT / "_build" / "site" / "_build" / "html"
+
+
+def toc_files() -> list[str]:
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [toc["root"]]
+    for part in toc.get("parts", []):
+        files += [c["file"] for c in part.get("chapters", [])]
+    return files
+
+
+@pytest.fixture(scope="session")
+def site() -> Path:
+    """Build the website once per session with `make book` (the README's command)."""
+    if os.environ.get("CNNVIZ_SITE_PREBUILT") != "1":
+        env = dict(os.environ, CNNVIZ_QUICK="1")
+        log = artifacts("book") / "build.log"
+        with open(log, "wb") as fh:
+            r = subprocess.run(["make", "-s", "book", f"BIN={Path(sys.executable).parent}"], cwd=ROOT, env=env,
+                               stdout=fh, stderr=subprocess.STDOUT)
+        assert r.returncode == 0, f"make book failed; see {log}:\n" + log.read_text()[-4000:]
+    assert (SITE / "index.html").exists()
+    return SITE
+
+
+def test_toc_lists_every_lesson_in_order():
+    lessons = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.md"))
+    listed = [f for f in toc_files() if re.match(r"\d\d_", f)]
+    assert listed == lessons, f"_toc.yml lists {listed}, notebooks/ has {lessons}"
+
+
+def test_every_page_exists(site):
+    missing = [f for f in toc_files() if not (site / f"{f}.html").exists()]
+    assert not missing, f"pages missing from the built site: {missing}"
+
+
+def test_no_cdn_resources(site):
+    bad = []
+    for page in site.glob("*.html"):
+        for m in re.finditer(r'<(script|link|img)[^>]+(?:src|href)="(https?://[^"]+)"', page.read_text()):
+            bad.append(f"{page.name}: {m.group(2)}")
+    assert not bad, "pages load resources from outside the site:\n" + "\n".join(bad[:20])
+
+
+def test_lesson_pages_have_executed_figures(site):
+    for f in toc_files():
+        if re.match(r"\d\d_", f):
+            html = (site / f"{f}.html").read_text()
+            imgs = re.findall(r'<img[^>]+src="(_images/[^"]+\.png)"', html)
+            assert imgs, f"{f}.html has no figure: was the notebook executed?"
+            for src in imgs:
+                assert (site / src).stat().st_size > 1000, f"{f}.html: {src} is (nearly) empty"
+
+
+@pytest.mark.browser
+def test_every_page_loads_in_a_browser(site, tmp_path):
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    shots = artifacts("website")
+    cmd = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(site)]
+    with server(cmd, base + "/index.html"), chromium_page(tmp_path) as page:
+        failed: list[str] = []
+        page.on("requestfailed", lambda r: failed.append(f"{r.url} ({r.failure})"))
+        page.on("response", lambda r: failed.append(f"{r.url} (HTTP {r.status})") if r.status >= 400 else None)
+        for f in toc_files():
+            resp = page.goto(f"{base}/{f}.html", wait_until="networkidle")
+            assert resp is not None and resp.ok, f"{f}.html: {resp.status if resp else 'no response'}"
+            assert page.title(), f"{f}.html has no title"
+            sizes = page.eval_on_selector_all("main img, article img", "els => els.map(e => [e.src, e.naturalWidth])")
+            if re.match(r"\d\d_", f):
+                assert sizes, f"{f}.html shows no image"
+            empty = [s for s, w in sizes if w == 0]
+            assert not empty, f"{f}.html: images that did not load: {empty}"
+            page.screenshot(path=str(shots / f"{f}.png"), full_page=False)
+        assert not failed, "local resources missing:\n" + "\n".join(failed)
+        assert not page.external_requests, "pages tried to reach outside the site:\n" + "\n".join(page.external_requests)
