@@ -429,10 +429,10 @@ def style(targets: Mapping[str, torch.Tensor], weights: Mapping[str, float] | No
     for layer, g in targets.items():
         _check_layer(layer)
         g = _target(g, f"the Gram target of layer {layer!r}")
+        if g.dim() not in (2, 3) or g.shape[-1] != g.shape[-2]:
+            raise ValueError(f"the Gram target of layer {layer!r} must be (C,C) or (N,C,C), got {tuple(g.shape)}")
         if g.dim() == 2:
             g = g[None]
-        if g.dim() != 3 or g.shape[-1] != g.shape[-2]:
-            raise ValueError(f"the Gram target of layer {layer!r} must be (C,C) or (N,C,C), got {tuple(g.shape)}")
         grams[layer] = g
     if weights is None:
         w = {layer: 1.0 / len(grams) for layer in grams}
@@ -463,20 +463,25 @@ def features(model: nn.Module, x: torch.Tensor, layers: str | Iterable[str]) -> 
     """Activations of ``layers`` for images ``x`` ``(N,3,H,W)`` in [0,1], detached: the targets of
     ``feature_match``, ``content`` and (through ``gram_matrix``) ``style``.
 
-    Runs one forward pass without gradients; the model is left exactly as found.
+    Runs one forward pass without gradients, with in-place ReLUs switched off so
+    that a convolution's output is recorded before rectification; the model is
+    left exactly as found.
 
     >>> phi0 = features(model, photo, ["block3", "pool"])   # {"block3": (1,40,28,28), "pool": (1,1280,1,1)}
     """
-    from .hooks import capture
+    from .hooks import capture, relu_rule
     from .images import check_image
+    from .layers import resolve_layers
 
     names = [layers] if isinstance(layers, str) else list(layers)
-    with capture(model, names, detach=True) as rec:  # validates names before any hook
-        x = check_image(x).to(_device(model))
+    resolve_layers(model, names)                      # KeyError with close names, before anything runs
+    x = check_image(x).to(_device(model))
+    # in-place ReLUs would overwrite a recorded conv output: switch them off (restored on exit)
+    with relu_rule(model, "gradient"), capture(model, names, detach=True) as rec:
         with torch.no_grad():
             model(x)
         rec.check_called()
-        return {n: rec[n] for n in names}
+        return {n: rec[n].clone() for n in names}
 
 
 def _device(model: nn.Module) -> torch.device:

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .hooks import capture, frozen
+from .hooks import capture, frozen, relu_rule
 from .layers import resolve_layers
 from .objectives import Context, Objective, log_prob
 from .params import Param, PixelParam, from_image
@@ -261,22 +261,29 @@ def optimize(
     bar = tqdm(total=steps, desc=desc if desc is not None else _short(repr(objective)), disable=not progress,
                leave=True)
     stop_handles: list = []
+    versions: dict[int, int] = {}
     ctx_capture = capture(model, names) if names else contextlib.nullcontext(None)
+    early_stop = bool(names) and not objective.needs_logits
     try:
-        with frozen(model), ctx_capture as rec:
-            if names and not objective.needs_logits:
-                def stop_hook(mod, inp, out):
-                    if all(n in rec.activations for n in names):
+        # relu_rule "gradient": the ordinary backward, with in-place ReLUs switched off for the run (else a
+        # hooked conv output would be rectified in place and its gradient cut); restored on exit
+        with frozen(model), relu_rule(model, "gradient"), ctx_capture as rec:
+            if names:
+                def after_hook(mod, inp, out):
+                    t = out if isinstance(out, torch.Tensor) else out[0]
+                    versions.setdefault(id(t), t._version)   # to detect later in-place changes
+                    if early_stop and all(n in rec.activations for n in names):
                         raise _Stop
 
                 for m in {id(m): m for _, m in resolved.values()}.values():
-                    stop_handles.append(m.register_forward_hook(stop_hook))
+                    stop_handles.append(m.register_forward_hook(after_hook))
             try:
                 for t in range(steps):
                     x = param()
                     xt = transforms(x, generator) if transforms is not None else x
                     if rec is not None:
                         rec.activations.clear()
+                        versions.clear()
                     logits = None
                     try:
                         logits = model(xt)
@@ -284,6 +291,8 @@ def optimize(
                         pass
                     if rec is not None:
                         rec.check_called()
+                        if t == 0:
+                            _check_not_modified(rec, names, versions)
                     ctx = Context(image=x, input=xt, logits=logits,
                                   activations={n: rec.activations[n] for n in names} if rec is not None else {})
                     score = objective(ctx)
@@ -323,6 +332,18 @@ def optimize(
     hist = torch.stack(scores).cpu() if scores else torch.empty(0, n)
     return Result(image=param.image(), scores=hist, steps=done, interrupted=interrupted, stopped=stopped,
                   param=param)
+
+
+def _check_not_modified(rec, names: list[str], versions: dict[int, int]) -> None:
+    """Raise if a recorded activation was changed in place later in forward() (its value is not the layer's)."""
+    for n in names:
+        a = rec.activations[n]
+        if a._version != versions.get(id(a), a._version):
+            raise RuntimeError(
+                f"the output of layer {n!r} ({rec.dotted[n]}) is modified in place later in the model's forward() "
+                f"(e.g. `out += identity` or an in-place activation that is not an nn.ReLU module): its recorded "
+                f"value is not the layer's output. Use the next layer (see list_layers(model))."
+            )
 
 
 def _project(param: PixelParam, project: Callable[[torch.Tensor], torch.Tensor]) -> None:
