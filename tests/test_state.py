@@ -108,6 +108,52 @@ def _optimize(m, x, layer="conv2"):
     return res
 
 
+# ---- attribution (issue 3, lessons 04-07)
+def _attr():
+    from cnnviz_helpers import attribution
+
+    return attribution
+
+
+def _cascade(m, layers=("fc", "conv2")):
+    for _ in _attr().cascading_randomization(m, list(layers), seed=1):
+        pass
+
+
+STATE_MODULES.append("cnnviz_helpers.attribution")
+CASES.update({
+    "class_scores": Case(lambda m, x: _attr().class_scores(m, x), bad=lambda m, x: _attr().class_scores(m, x[:, :2])),
+    "gradient": Case(lambda m, x: _attr().gradient(m, x, 1), bad=lambda m, x: _attr().gradient(m, x, 9),
+                     bad_exc=IndexError),
+    "gradient/neuron": Case(lambda m, x: _attr().gradient(m, x, _attr().Neuron("conv2", 2, (1, 3))),
+                            bad=lambda m, x: _attr().gradient(m, x, _attr().Neuron("conv2", 99)), bad_exc=IndexError),
+    "saliency": Case(lambda m, x: _attr().saliency(m, x, "class2"), bad=lambda m, x: _attr().saliency(m, x, "dog"),
+                     bad_exc=KeyError),
+    "input_x_gradient": Case(lambda m, x: _attr().input_x_gradient(m, x, 0),
+                             bad=lambda m, x: _attr().input_x_gradient(m, x - 1, 0)),
+    "smoothgrad": Case(lambda m, x: _attr().smoothgrad(m, x, 1, samples=3, batch_size=2),
+                       bad=lambda m, x: _attr().smoothgrad(m, x, 1, samples=0)),
+    "guided_backprop": Case(lambda m, x: _attr().guided_backprop(m, x, 3),
+                            bad=lambda m, x: _attr().guided_backprop(m, x, [1, 2])),
+    "deconvnet": Case(lambda m, x: _attr().deconvnet(m, x, 3), bad=lambda m, x: _attr().gradient(m, x, 3, rule="up")),
+    "occlusion": Case(lambda m, x: _attr().occlusion(m, x, window=16, stride=8, batch_size=3, progress=False),
+                      bad=lambda m, x: _attr().occlusion(m, x, window=8, stride=9)),
+    "best_batch_size": Case(lambda m, x: _attr().best_batch_size(m, (32, 40), candidates=(1, 2), budget_images=2)),
+    "cam": Case(lambda m, x: _attr().cam(m, x, 2), bad=lambda m, x: _attr().cam(m, x, 2, pool="conv2")),
+    "gradcam": Case(lambda m, x: _attr().gradcam(m, x, 2, "conv2"), bad=lambda m, x: _attr().gradcam(m, x, 2, "nope"),
+                    bad_exc=KeyError),
+    "gradcam/input": Case(lambda m, x: _attr().gradcam(m, x, 2, "pool", at="input")),
+    "guided_gradcam": Case(lambda m, x: _attr().guided_gradcam(m, x, 2, "conv2"),
+                           bad=lambda m, x: _attr().guided_gradcam(m, x, 2, "conv2", mode="cubic")),
+    "functional_relus": Case(lambda m, x: _attr().functional_relus(m, x),
+                             bad=lambda m, x: _attr().functional_relus(m, x[:, :, :2])),
+    "cascading_randomization": Case(lambda m, x: _cascade(m), bad=lambda m, x: _cascade(m, ("fc", "nope")), bad_exc=KeyError,
+                                    forward=False),
+    "deletion_insertion": Case(lambda m, x: _attr().deletion_insertion(m, x, 1, x[0, 0], steps=3),
+                               bad=lambda m, x: _attr().deletion_insertion(m, x, 1, x[0], steps=3)),
+})
+
+
 def _model(kind: str):
     return tiny_model(train_mode=(kind == "train"), with_grads=(kind == "train"))
 
