@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import io
+import pickle
 import os
 import urllib.error
 from dataclasses import dataclass
@@ -342,6 +343,11 @@ def _load_torchvision(name: str, pretrained: bool, progress: bool) -> CourseMode
                 f"Offline? Copy {path.name} into {path.parent} (torch's cache; set TORCH_HOME to move it), "
                 f"or use the embedded model: load_model('efficientnet_lite0'), which needs no download. "
                 f"load_model({name!r}, weights=None) gives the untrained architecture."
+            ) from e
+        except (RuntimeError, pickle.UnpicklingError, EOFError) as e:
+            raise WeightsUnavailableError(
+                f"the weights file {str(path)!r} of {name!r} is corrupted or truncated ({type(e).__name__}: "
+                f"{str(e)[:200]}): delete it and load again to download a fresh copy"
             ) from e
         if name == "googlenet":
             state = {k: v for k, v in state.items() if not k.startswith("aux")}
