@@ -164,11 +164,15 @@ class ReceptiveField:
     Unit ``u`` along an axis covers input pixels ``[start + u*stride, start + u*stride + size - 1]``
     (``start`` can be negative: padding). ``offset`` is the centre of unit 0:
     ``start + (size-1)/2``. ``box(i, j)`` gives (top, left, bottom, right), inclusive, unclipped.
+    ``extent`` is ((top, bottom), (left, right)): the input pixels that reach this layer at all
+    (a strided layer whose windows do not fit exactly drops its last rows/columns);
+    ``clipped_box`` clips to it, so it is exactly the set of pixels a unit depends on.
     """
 
     size: tuple[int, int]
     stride: tuple[int, int]
     start: tuple[int, int]
+    extent: tuple[tuple[int, int], tuple[int, int]] | None = None
 
     @property
     def offset(self) -> tuple[float, float]:
@@ -179,25 +183,36 @@ class ReceptiveField:
         l = self.start[1] + j * self.stride[1]
         return t, l, t + self.size[0] - 1, l + self.size[1] - 1
 
-    def clipped_box(self, i: int, j: int, height: int, width: int) -> tuple[int, int, int, int]:
+    def clipped_box(self, i: int, j: int, height: int | None = None, width: int | None = None) -> tuple[int, int, int, int]:
+        """``box(i, j)`` clipped to the pixels that reach this layer (``extent``) and to the image."""
         t, l, b, r = self.box(i, j)
-        return max(t, 0), max(l, 0), min(b, height - 1), min(r, width - 1)
+        (et, eb), (el, er) = self.extent if self.extent is not None else ((0, 10**9), (0, 10**9))
+        t, l, b, r = max(t, et, 0), max(l, el, 0), min(b, eb), min(r, er)
+        if height is not None:
+            b = min(b, height - 1)
+        if width is not None:
+            r = min(r, width - 1)
+        return t, l, b, r
 
 
 @dataclass(frozen=True)
 class _RF:
-    # per axis: (size, stride, start); None = depends on the whole input (global)
-    rows: tuple[int, int, int] | None
-    cols: tuple[int, int, int] | None
+    # per axis: (size, stride, start, lo, hi); [lo, hi] = input pixels that reach the tensor at all.
+    # None = depends on the whole input (global)
+    rows: tuple[int, int, int, int, int] | None
+    cols: tuple[int, int, int, int, int] | None
     exact: bool = True
 
 
-_IDENTITY = _RF((1, 1, 0), (1, 1, 0))
+def _identity(h: int, w: int) -> _RF:
+    return _RF((1, 1, 0, 0, h - 1), (1, 1, 0, 0, w - 1))
 
 
-def _axis_conv(a, k, s, p, d):
-    r, j, st = a
-    return (r + (k - 1) * d * j, j * s, st - p * j)
+def _axis_conv(a, k, s, p, d, n_out):
+    r, j, st, lo, hi = a
+    r2, j2, st2 = r + (k - 1) * d * j, j * s, st - p * j
+    # the n_out units cover [st2, st2 + (n_out-1)*j2 + r2 - 1]; only pixels that reached the input count
+    return (r2, j2, st2, max(lo, st2), min(hi, st2 + (n_out - 1) * j2 + r2 - 1))
 
 
 def _union(a, b):
@@ -207,7 +222,7 @@ def _union(a, b):
         return None  # different strides: no single box description
     st = min(a[2], b[2])
     end = max(a[2] + a[0], b[2] + b[0])
-    return (end - st, a[1], st)
+    return (end - st, a[1], st, min(a[3], b[3]), max(a[4], b[4]))
 
 
 def _pair(v):
@@ -254,9 +269,10 @@ class _RFMode(TorchFunctionMode):
                     p = tuple(dd * (kk - 1) // 2 for kk, dd in zip(k, d))
             p = _pair(p)
             r0 = self.get(x)
+            no = out.shape[-2:]
             res = _RF(
-                _axis_conv(r0.rows, k[0], s[0], p[0], d[0]) if r0 and r0.rows else None,
-                _axis_conv(r0.cols, k[1], s[1], p[1], d[1]) if r0 and r0.cols else None,
+                _axis_conv(r0.rows, k[0], s[0], p[0], d[0], no[0]) if r0 and r0.rows else None,
+                _axis_conv(r0.cols, k[1], s[1], p[1], d[1], no[1]) if r0 and r0.cols else None,
                 r0.exact if r0 else False,
             )
         elif name in ("max_pool2d", "avg_pool2d", "max_pool2d_with_indices", "_max_pool2d"):
@@ -266,9 +282,11 @@ class _RFMode(TorchFunctionMode):
             p = _pair(args[3] if len(args) > 3 else kwargs.get("padding", 0))
             d = _pair(kwargs.get("dilation", args[4] if len(args) > 4 and "max" in name else 1))
             r0 = self.get(x)
+            o = out[0] if isinstance(out, (tuple, list)) else out
+            no = o.shape[-2:]
             res = _RF(
-                _axis_conv(r0.rows, k[0], s[0], p[0], d[0]) if r0 and r0.rows else None,
-                _axis_conv(r0.cols, k[1], s[1], p[1], d[1]) if r0 and r0.cols else None,
+                _axis_conv(r0.rows, k[0], s[0], p[0], d[0], no[0]) if r0 and r0.rows else None,
+                _axis_conv(r0.cols, k[1], s[1], p[1], d[1], no[1]) if r0 and r0.cols else None,
                 r0.exact if r0 else False,
             )
         elif name == "pad":
@@ -277,8 +295,8 @@ class _RFMode(TorchFunctionMode):
             pl = pad[0] if len(pad) > 0 else 0
             pt = pad[2] if len(pad) > 2 else 0
             res = _RF(
-                (r0.rows[0], r0.rows[1], r0.rows[2] - pt * r0.rows[1]) if r0 and r0.rows else None,
-                (r0.cols[0], r0.cols[1], r0.cols[2] - pl * r0.cols[1]) if r0 and r0.cols else None,
+                (r0.rows[0], r0.rows[1], r0.rows[2] - pt * r0.rows[1], r0.rows[3], r0.rows[4]) if r0 and r0.rows else None,
+                (r0.cols[0], r0.cols[1], r0.cols[2] - pl * r0.cols[1], r0.cols[3], r0.cols[4]) if r0 and r0.cols else None,
                 r0.exact if r0 else False,
             )
         elif isinstance(out, torch.Tensor) and out.dim() == 4 and isinstance(x, torch.Tensor) and x.dim() == 4 \
@@ -349,7 +367,7 @@ def receptive_field(
     try:
         with frozen(model), torch.no_grad():
             x = torch.zeros(1, 3, h, w, device=_device_of(model))
-            mode.put(x, _IDENTITY)
+            mode.put(x, _identity(h, w))
             with mode:
                 model(x)
     finally:
@@ -369,4 +387,5 @@ def receptive_field(
             f"the units of {layer!r} ({dotted}) see the whole input (it comes after global pooling or a "
             f"fully connected layer): its receptive field is the image, not a patch"
         )
-    return ReceptiveField(size=(rf.rows[0], rf.cols[0]), stride=(rf.rows[1], rf.cols[1]), start=(rf.rows[2], rf.cols[2]))
+    return ReceptiveField(size=(rf.rows[0], rf.cols[0]), stride=(rf.rows[1], rf.cols[1]), start=(rf.rows[2], rf.cols[2]),
+                          extent=((rf.rows[3], rf.rows[4]), (rf.cols[3], rf.cols[4])))

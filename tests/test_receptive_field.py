@@ -201,7 +201,7 @@ def test_alexnet_every_layer(size):
     At 223x255 the feature map is 6x7 and the adaptive pooling to 6x6 has
     overlapping windows of varying size: no single box describes it, and the
     helper must refuse rather than guess. (223x255: every strided layer uses
-    all the rows and columns it is given; see the xfail test below for a size
+    all the rows and columns it is given; see the test below for a size
     where one does not.)
     """
     model = load_model("alexnet", weights=None, device="cpu")
@@ -217,11 +217,8 @@ def test_alexnet_every_layer(size):
             receptive_field(model, "net.avgpool", size)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "layers.receptive_field: at 227x251, AlexNet's conv1 has 56x62 units but pool1 (3x3, stride 2) reads "
-    "rows 0..54 and cols 0..60 only (floor division drops the last one), so input rows 225-226 and cols "
-    "249-250 reach no unit after pool1; clipped_box still extends the bottom-right units' boxes to row 226 / "
-    "col 250 (the gradient support ends at 224 / 248)"))
 def test_alexnet_rows_dropped_by_a_strided_layer():
+    """At 227x251, AlexNet's pool1 (3x3, stride 2) reads conv1 rows 0..54 of 56 only, so input rows 225-226
+    and cols 249-250 reach no unit after it: the boxes are clipped to the extent that reaches the layer."""
     model = load_model("alexnet", weights=None, device="cpu")
     check_every_layer(model, (227, 251), only=["net.features.3"])
