@@ -154,6 +154,25 @@ CASES.update({
 })
 
 
+# ---- dataset passes (issue 5, lessons 01 and 13): cache=False, so nothing is written under the user's cache
+def _ds():
+    from cnnviz_helpers import dataset
+
+    return dataset
+
+
+STATE_MODULES.append("cnnviz_helpers.dataset")
+CASES.update({
+    "top_activations": Case(lambda m, x: _ds().top_activations(m, ["conv1", "relu2", "fc"], x, k=1, cache=False,
+                                                               progress=False),
+                            bad=lambda m, x: _ds().top_activations(m, "conv1", x, k=0, cache=False)),
+    "activations": Case(lambda m, x: _ds().activations(m, ["conv1", "pool"], x, reduce="max", cache=False,
+                                                       progress=False),
+                        bad=lambda m, x: _ds().activations(m, "conv1", x, reduce="median", cache=False)),
+    "model_fingerprint": Case(lambda m, x: _ds().model_fingerprint(m), forward=False),
+})
+
+
 def _model(kind: str):
     return tiny_model(train_mode=(kind == "train"), with_grads=(kind == "train"))
 
