@@ -24,13 +24,13 @@ Introduced in lesson 01 (maximally activating patches); used by lesson 13.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import numbers
 import os
 import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -386,7 +386,7 @@ class StreamingTopK:
         return self.flat % (self.map_size[1] if self.map_size else 1)
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class TopK:
     """The top-k photos of every unit of one layer, from ``top_activations``.
 
@@ -549,7 +549,8 @@ def top_activations(
     on a photo is its maximum over positions (one patch per photo, as in the
     lecture's figures); ranking is streamed (``StreamingTopK``). Returns
     ``{layer: TopK}``; ``TopK.patches(unit, photos)`` crops the receptive fields.
-    With ``cache``, results are read from / written to ``runs_dir()``.
+    With ``cache``, results (with their receptive fields) are read from /
+    written to ``runs_dir()``: a cached call runs no forward pass at all.
 
     >>> top = top_activations(model, ["block2", "block5"], PhotoSet(range(0, 1000, 10)))
     >>> top["block5"].values.shape        # (112, 9): 112 units, 9 photos each
@@ -562,13 +563,6 @@ def top_activations(
     if workers is not None:
         _check_int("workers", workers, 0)
     hw = _input_hw(src)
-    shapes = _probe_shapes(model, names, hw)
-    rfs: dict[str, ReceptiveField | None] = {}
-    for n in names:
-        s = shapes[n]
-        if len(s) not in (1, 3):
-            raise ValueError(f"layer {n!r} outputs shape {s} per image; expected (C,H,W) or (C,)")
-        rfs[n] = receptive_field(model, n, hw) if len(s) == 3 and s[1] * s[2] > 1 else None
     fp = model_fingerprint(model) if cache else ""
     keys = {n: _digest("topk", fp, resolved[n][0], src.key, k, _FORMAT) for n in names}
     paths = {n: runs_dir() / "topk" / f"{_safe(str(getattr(model, 'name', 'model')))}-{_safe(resolved[n][0])}-"
@@ -580,8 +574,16 @@ def top_activations(
         if data is None:
             todo.append(n)
         else:
-            out[n] = _topk_result(n, resolved[n][0], data, hw, rfs[n], src.key)
+            out[n] = _topk_result(n, resolved[n][0], data, hw, src.key)
     if todo:
+        shapes = _probe_shapes(model, todo, hw)
+        rfs: dict[str, dict | None] = {}
+        for n in todo:
+            s = shapes[n]
+            if len(s) not in (1, 3):
+                raise ValueError(f"layer {n!r} outputs shape {s} per image; expected (C,H,W) or (C,)")
+            spatial = len(s) == 3 and s[1] * s[2] > 1
+            rfs[n] = _rf_to_dict(receptive_field(model, n, hw)) if spatial else None  # errors before the pass
         acc = {n: StreamingTopK(shapes[n][0], k) for n in todo}
 
         def consume(start: int, acts: dict[str, torch.Tensor]) -> None:
@@ -593,17 +595,29 @@ def top_activations(
         for n in todo:
             a = acc[n]
             data = {"key": keys[n], "values": a.values, "images": a.images, "rows": a.rows, "cols": a.cols,
-                    "map_size": list(a.map_size)}
+                    "map_size": list(a.map_size), "rf": rfs[n]}
             if cache:
                 _cache_save(paths[n], data)
-            out[n] = _topk_result(n, resolved[n][0], data, hw, rfs[n], src.key)
+            out[n] = _topk_result(n, resolved[n][0], data, hw, src.key)
     return {n: out[n] for n in names}
 
 
-def _topk_result(name: str, dotted: str, data: dict, hw: tuple[int, int], rf: ReceptiveField | None,
-                 key: str) -> TopK:
+def _rf_to_dict(rf: ReceptiveField) -> dict:
+    return dataclasses.asdict(rf)
+
+
+def _tuples(v):
+    return tuple(_tuples(a) for a in v) if isinstance(v, (list, tuple)) else v
+
+
+def _rf_from_dict(d: dict | None) -> ReceptiveField | None:
+    return None if d is None else ReceptiveField(**{k: _tuples(v) for k, v in d.items()})
+
+
+def _topk_result(name: str, dotted: str, data: dict, hw: tuple[int, int], key: str) -> TopK:
     return TopK(layer=name, dotted=dotted, values=data["values"], images=data["images"], rows=data["rows"],
-                cols=data["cols"], map_size=tuple(data["map_size"]), input_size=hw, rf=rf, source_key=key)
+                cols=data["cols"], map_size=tuple(data["map_size"]), input_size=hw, rf=_rf_from_dict(data["rf"]),
+                source_key=key)
 
 
 def activations(
@@ -638,16 +652,6 @@ def activations(
     if workers is not None:
         _check_int("workers", workers, 0)
     n_img = len(src)
-    shapes = _probe_shapes(model, names, _input_hw(src))
-    out_shapes = {}
-    for n in names:
-        s = shapes[n]
-        out_shapes[n] = (s[0],) if (reduce is not None and len(s) == 3) else s
-    total = sum(n_img * int(np.prod(s)) for s in out_shapes.values()) * torch.finfo(dtype).bits // 8
-    if total > _MAX_BYTES:
-        big = ", ".join(f"{n} {out_shapes[n]}" for n in names)
-        raise ValueError(f"the activations of {n_img} photos would take {total / 2**30:.1f} GiB ({big} per photo), "
-                         f"above the 4 GiB limit: use reduce='max'/'mean', dtype=torch.float16 or fewer photos")
     fp = model_fingerprint(model) if cache else ""
     keys = {n: _digest("acts", fp, resolved[n][0], src.key, reduce, str(dtype), _FORMAT) for n in names}
     paths = {n: runs_dir() / "acts" / f"{_safe(str(getattr(model, 'name', 'model')))}-{_safe(resolved[n][0])}-"
@@ -656,10 +660,18 @@ def activations(
     todo = []
     for n in names:
         data = _cache_load(paths[n], keys[n]) if cache else None
-        if data is not None and tuple(data["acts"].shape) == (n_img, *out_shapes[n]):
+        if data is not None and data["acts"].shape[0] == n_img and data["acts"].dtype == dtype:
             out[n] = data["acts"]
         else:
             todo.append(n)
+    if todo:
+        shapes = _probe_shapes(model, todo, _input_hw(src))
+        out_shapes = {n: (shapes[n][0],) if (reduce is not None and len(shapes[n]) == 3) else shapes[n] for n in todo}
+        total = sum(n_img * int(np.prod(s)) for s in out_shapes.values()) * torch.finfo(dtype).bits // 8
+        if total > _MAX_BYTES:
+            big = ", ".join(f"{n} {out_shapes[n]}" for n in todo)
+            raise ValueError(f"the activations of {n_img} photos would take {total / 2**30:.1f} GiB ({big} per photo), "
+                             f"above the 4 GiB limit: use reduce='max'/'mean', dtype=torch.float16 or fewer photos")
     if todo:
         store = {n: torch.empty((n_img, *out_shapes[n]), dtype=dtype) for n in todo}
 

@@ -241,11 +241,19 @@ def test_second_pass_is_served_from_the_cache(runs_cache, monkeypatch):
         raise AssertionError("the pass ran again")
 
     monkeypatch.setattr(D, "_stream", no_pass)
-    again = top_activations(m, ["conv2", "conv1"], x, k=3, progress=False)
+    calls = []
+    h = m.net.register_forward_pre_hook(lambda mod, inp: calls.append(1))
+    try:  # a cached call runs no forward pass at all (not even to trace receptive fields)
+        again = top_activations(m, ["conv2", "conv1"], x, k=3, progress=False)
+        cached_acts = activations(m, "conv2", x, reduce="max", progress=False)["conv2"]
+    finally:
+        h.remove()
+    assert calls == []
     for n in ("conv1", "conv2"):
         assert torch.equal(again[n].values, first[n].values) and torch.equal(again[n].images, first[n].images)
         assert torch.equal(again[n].rows, first[n].rows) and again[n].rf == first[n].rf
-    assert torch.equal(activations(m, "conv2", x, reduce="max", progress=False)["conv2"], acts["conv2"])
+        assert isinstance(again[n].rf.size, tuple) and again[n].rf.extent == first[n].rf.extent
+    assert torch.equal(cached_acts, acts["conv2"])
     # another k, other photos, other weights: not served from the cache
     for call in (lambda: top_activations(m, "conv1", x, k=2, progress=False),
                  lambda: top_activations(m, "conv1", tiny_input(seed=9, n=6), k=3, progress=False),
