@@ -43,7 +43,7 @@ def test_pixel_constrain_and_from_image_copy():
     with torch.no_grad():
         p.x += 2.0
     p.constrain_()
-    assert float(p().max()) == 1.0
+    assert float(p.image().max()) == 1.0
     assert float(x.max()) < 1.0, "from_image must copy, not alias"
     with pytest.raises(ValueError, match=r"from_image needs an image in \[0,1\], got values in \[-1, 0.5\]"):
         P.from_image(torch.tensor([-1.0, 0.5]).repeat(1, 3, 8, 4).view(1, 3, 8, 8))
