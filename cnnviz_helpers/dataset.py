@@ -183,6 +183,7 @@ class PhotoSet(torch.utils.data.Dataset):
         self.key = _digest("photos", [reg[n].sha256 for n in names], self.size, self.resize, _FORMAT)
         self.paths = fetch_all(names, progress=False)
         self._images: torch.Tensor | None = None
+        self._tried_disk = False
 
     # -- the Dataset protocol (float images, as ImageNetSamples)
     def __len__(self) -> int:
@@ -207,9 +208,13 @@ class PhotoSet(torch.utils.data.Dataset):
         return _to_uint8(center_crop(resize_short_side(load_image(self.paths[i]), self.resize), self.size)[0])
 
     def image(self, i: int) -> torch.Tensor:
-        """Photo ``i`` as ``(1,3,S,S)`` float in [0,1] (from the decoded tensor when there is one)."""
+        """Photo ``i`` as ``(1,3,S,S)`` float in [0,1] (from the decoded tensor, in memory or in the
+        cache, when there is one; else decoded from its file)."""
         if not -len(self) <= i < len(self):
             raise IndexError(f"photo index {i} is out of range: this set has {len(self)} photos (0..{len(self) - 1})")
+        if self._images is None and not self._tried_disk:
+            self._tried_disk = True
+            self._load_decoded(True)
         u8 = self._images[i] if self._images is not None else self.decode(i)
         return u8[None].float() / 255
 
