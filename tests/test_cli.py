@@ -27,7 +27,7 @@ def test_doctor_ready_with_complete_cache():
     r = run("doctor", env={"CNNVIZ_DATA": str(SHARED)})
     assert r.returncode == 0, r.stdout + r.stderr
     assert re.search(r"efficientnet_lite0\s+ready \(embedded", r.stdout)
-    assert re.search(r"cache\s+" + re.escape(str(SHARED)), r.stdout)
+    assert re.search(r"cache\s+" + re.escape(str(SHARED.resolve())), r.stdout)  # data_dir() is resolved
     assert "1004/1004 present and verified" in r.stdout and "verdict: READY" in r.stdout
     assert re.search(r"alexnet\s+(cached|not cached)", r.stdout)
 
