@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import sys
 from pathlib import Path
 
@@ -18,7 +19,13 @@ from browser import ROOT, artifacts, chromium_page, free_port, server, venv_bin
 pytestmark = pytest.mark.browser
 
 # One lesson of each kind: activations, attribution, optimization, dataset-wide.
-LESSONS = ["03_activation_maps", "05_saliency", "08_class_visualization", "01_max_activating_patches"]
+# lesson -> (toggle button to click first or None, label of the slider to move, key to press)
+LESSONS = {
+    "03_activation_maps": (None, "channel", "ArrowRight"),
+    "05_saliency": ("neuron", "channel", "ArrowRight"),
+    "08_class_visualization": (None, "steps", "ArrowLeft"),
+    "01_max_activating_patches": (None, "unit", "ArrowRight"),
+}
 RUN_TIMEOUT_MS = 600_000
 
 
@@ -30,16 +37,21 @@ def test_lab_opens_markdown_as_notebooks():
     assert viewers["markdown"] == "Jupytext Notebook"
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    require = pytest.importorskip("playwright")  # noqa: F841
+@pytest.fixture()
+def lab(tmp_path):
+    """A fresh JupyterLab per lesson: its own workspace, a temporary copy of the lessons (autosave never
+    touches the checkout), stopped by its pid (with its kernels) afterwards."""
+    pytest.importorskip("playwright")
     from browser import require_chromium
 
     require_chromium()
     port, token = free_port(), secrets.token_hex(16)
-    env = dict(os.environ, CNNVIZ_QUICK="1", JUPYTER_CONFIG_DIR=str(tmp_path_factory.mktemp("jupyter-config")))
+    root = tmp_path / "course"
+    shutil.copytree(ROOT / "notebooks", root, ignore=shutil.ignore_patterns("_vendor", "_build", ".ipynb_checkpoints"))
+    env = dict(os.environ, CNNVIZ_QUICK="1", JUPYTER_CONFIG_DIR=str(tmp_path / "jupyter-config"))
     cmd = [venv_bin("jupyter"), "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-           f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={ROOT / 'notebooks'}",
+           f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+           f"--LabApp.workspaces_dir={tmp_path / 'workspaces'}",
            "--LabApp.expose_app_in_browser=True", "--ServerApp.open_browser=False"]
     if hasattr(os, "geteuid") and os.geteuid() == 0:  # CI containers run as root
         cmd.append("--allow-root")
@@ -53,8 +65,9 @@ def _widget_image(page):
     return page.locator(".jp-OutputArea-output img.widget-image, .jp-OutputArea-output .widget-image img").first
 
 
-@pytest.mark.parametrize("lesson", LESSONS)
+@pytest.mark.parametrize("lesson", list(LESSONS))
 def test_run_lesson_and_move_slider(lab, lesson, tmp_path):
+    toggle, slider_label, key = LESSONS[lesson]
     path = ROOT / "notebooks" / f"{lesson}.md"
     assert path.exists(), f"lesson {lesson} does not exist"
     shots = artifacts("lab")
@@ -79,17 +92,20 @@ def test_run_lesson_and_move_slider(lab, lesson, tmp_path):
                             " .ansi-red-fg, .jp-RenderedText[data-mime-type='application/vnd.jupyter.error']")
         assert errs.count() == 0, f"{lesson}: a cell raised: {errs.first.inner_text()[:2000]}"
         img = _widget_image(page)
-        page.locator(".widget-slider").first.scroll_into_view_if_needed(timeout=30_000)
+        slider = page.locator(".widget-slider", has=page.locator("label", has_text=slider_label)).first
+        slider.scroll_into_view_if_needed(timeout=30_000)
+        if toggle is not None:
+            page.locator(".widget-toggle-button", has_text=toggle).first.click()
+            page.wait_for_timeout(3000)
         page.wait_for_timeout(500)
         before = img.screenshot()
         page.screenshot(path=str(shots / f"{lesson}-before.png"))
-        # move the first slider of the live widget with the keyboard, as a person would
-        handle = page.locator(".widget-slider .noUi-handle").first
-        handle.scroll_into_view_if_needed()
+        # move the slider with the keyboard, as a person would
+        handle = slider.locator(".noUi-handle")
         handle.click()
         for _ in range(3):
-            handle.press("ArrowRight")
-        page.wait_for_timeout(1500)
+            handle.press(key)
+        page.wait_for_timeout(3000)
         after = img.screenshot()
         page.screenshot(path=str(shots / f"{lesson}-after.png"))
         (shots / f"{lesson}-widget-before.png").write_bytes(before)
