@@ -9,7 +9,8 @@ Compares, on the same model and image size (batch 1):
 4. ``optimize(model, channel("block4", 0), pixels)``: an objective on an inner layer, for which the
    loop stops the forward pass after that layer (so it can be *faster* than bare);
 5. FFT + decorrelated parameterization: ours vs Lucent's ``render_vis`` (torch-lucent) with the same
-   parameterization, objective, Adam lr and no transforms, if Lucent can be imported.
+   parameterization, objective, Adam lr and no transforms, if Lucent can be imported. Lucent hooks
+   every module and never removes its hooks, so it runs on a fresh copy of the model each time.
 
 Steps are timed in interleaved rounds (each method runs once per round) and the median
 per-step time over rounds is reported, which makes the ratios robust on a shared machine.
@@ -20,6 +21,7 @@ per-step time over rounds is reported, which makes the ratios robust on a shared
 from __future__ import annotations
 
 import argparse
+import copy
 import io
 import statistics
 import sys
@@ -74,9 +76,12 @@ def lucent_fn():
         return None, f"{type(e).__name__}: {e}"
 
     def run(model, size, steps, c, device):
+        # Lucent hooks every module and never removes the hooks: give it a fresh copy each time, so that
+        # neither our timings nor its later runs pay for hooks left behind (copying is not timed)
+        model = copy.deepcopy(model)
         _sync(device)
         t = time.perf_counter()
-        render.render_vis(model, lobj.channel("net_fc", c), lambda: lparam.image(size, fft=True, decorrelate=True),
+        render.render_vis(model, lobj.channel("net__fc", c), lambda: lparam.image(size, fft=True, decorrelate=True),
                           transforms=[], thresholds=(steps,), preprocess=False, progress=False, show_image=False)
         _sync(device)
         return (time.perf_counter() - t) / steps
