@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import numbers
 import time
 import weakref
 from dataclasses import dataclass
@@ -94,12 +95,13 @@ class Neuron:
     def __post_init__(self) -> None:
         if not isinstance(self.layer, str):
             raise TypeError(f"Neuron.layer must be a layer name (str), got {type(self.layer).__name__}")
-        if isinstance(self.channel, bool) or not isinstance(self.channel, int) or self.channel < 0:
+        if isinstance(self.channel, bool) or not isinstance(self.channel, numbers.Integral) or self.channel < 0:
             raise ValueError(f"Neuron.channel must be an integer >= 0, got {self.channel!r}")
+        object.__setattr__(self, "channel", int(self.channel))
         if self.position is not None:
             p = self.position
             if (not isinstance(p, (tuple, list)) or len(p) != 2
-                    or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in p)):
+                    or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 0 for v in p)):
                 raise ValueError(f"Neuron.position must be None or (row, column) integers >= 0, got {p!r}")
             object.__setattr__(self, "position", (int(p[0]), int(p[1])))
         if self.at not in _AT:
@@ -144,8 +146,9 @@ def _class_targets(model: nn.Module, target, n: int) -> torch.Tensor | None:
                 raise TypeError(f"class name {t!r} needs a course model with .categories; "
                                 f"{type(model).__name__} has none: pass a class index")
             t = model.class_index(t)
-        if not isinstance(t, int):
+        if not isinstance(t, numbers.Integral):
             raise TypeError(f"a class target must be an int index or a class name, got {type(t).__name__}: {t!r}")
+        t = int(t)
         if t < 0 or (k is not None and t >= k):
             valid = f"0..{k - 1}" if k is not None else "0 or more"
             raise IndexError(f"class index {t} is out of range: valid indices are {valid}")
@@ -356,6 +359,8 @@ def _run(
             if not score.requires_grad:
                 raise RuntimeError("the target score does not depend on the input: nothing to differentiate")
             grads = torch.autograd.grad(score, inputs, allow_unused=True)
+    if wrt_input and grads[0] is None:
+        raise RuntimeError("the target score does not depend on the input pixels: nothing to differentiate")
     gx = grads[0].to(x.device) if wrt_input else None
     gacts = dict(zip(keys, grads[1:] if wrt_input else grads))
     return gx, {k: acts[k].detach() for k in keys}, gacts, logits.detach()

@@ -155,6 +155,8 @@ def test_gradient_by_finite_differences():
 def test_class_names_and_callable_targets():
     m, x = tiny_model(), tiny_input()
     close(A.gradient(m, x, "class3"), A.gradient(m, x, 3))
+    close(A.gradient(m, x, np.int64(3)), A.gradient(m, x, torch.tensor([3])))      # numpy and tensor indices
+    close(A.gradient(m, x, A.Neuron("conv2", np.int64(2), (np.int64(1), 3))), A.gradient(m, x, A.Neuron("conv2", 2, (1, 3))))
     close(A.gradient(m, x, lambda logits: logits[:, 3] - logits[:, 1]),
           A.gradient(m, x, 3) - A.gradient(m, x, 1), 1e-5)
 
