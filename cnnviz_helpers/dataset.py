@@ -142,7 +142,10 @@ def _cache_save(path: Path, data: dict) -> None:
 # ---------------------------------------------------------------- image sets
 
 def _to_uint8(x: torch.Tensor) -> torch.Tensor:
-    return (x.clamp(0, 1) * 255).round_().to(torch.uint8)
+    """[0,1] float -> uint8, rounded. In numpy: one pass, no intra-op thread pool (these small
+    element-wise ops run in the decoding threads, where torch's pool only adds contention)."""
+    a = x.detach().cpu().numpy()
+    return torch.from_numpy(np.clip(a * 255.0 + 0.5, 0, 255).astype(np.uint8))
 
 
 class PhotoSet(torch.utils.data.Dataset):
