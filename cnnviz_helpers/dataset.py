@@ -128,6 +128,7 @@ def _cache_save(path: Path, data: dict) -> None:
         try:
             with os.fdopen(fd, "wb") as fh:
                 torch.save(data, fh)
+            os.chmod(tmp, 0o644)  # mkstemp makes it private; a cache is not secret
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -246,8 +247,8 @@ class PhotoSet(torch.utils.data.Dataset):
     def batches(self, batch_size: int, *, workers: int | None = None, cache: bool = True,
                 progress: bool = False) -> Iterator[tuple[int, torch.Tensor]]:
         """Yield ``(start, (B,3,S,S) uint8)`` in order. Not decoded yet: decode in ``workers`` threads,
-        ahead of the consumer (JPEG decoding overlaps whatever the caller does with each batch), keep the
-        result in memory and, with ``cache``, on disk."""
+        ahead of the consumer (JPEG decoding overlaps whatever the caller does with each batch; ``workers=0``:
+        in the caller's thread), keep the result in memory and, with ``cache``, on disk."""
         n = len(self)
         if self._load_decoded(cache):
             for s in range(0, n, batch_size):
@@ -256,7 +257,19 @@ class PhotoSet(torch.utils.data.Dataset):
         workers = _default_workers() if workers is None else workers
         out = torch.empty((n, 3, self.size, self.size), dtype=torch.uint8)
         bar = _bar(n, "decoding photos", progress)
-        ex = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="cnnviz-decode")
+        if workers == 0:  # in the caller's thread: no overlap (for comparison and debugging)
+            try:
+                for s in range(0, n, batch_size):
+                    e = min(n, s + batch_size)
+                    for i in range(s, e):
+                        out[i] = self.decode(i)
+                    bar.update(e - s)
+                    yield s, out[s:e]
+            finally:
+                bar.close()
+            self._finish_decoding(out, cache)
+            return
+        ex = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cnnviz-decode")
         try:
             ahead = 2 * batch_size + workers  # bounded look-ahead: memory stays O(batch)
             futures = {i: ex.submit(self.decode, i) for i in range(min(n, ahead))}
@@ -272,6 +285,9 @@ class PhotoSet(torch.utils.data.Dataset):
         finally:
             ex.shutdown(wait=True, cancel_futures=True)
             bar.close()
+        self._finish_decoding(out, cache)
+
+    def _finish_decoding(self, out: torch.Tensor, cache: bool) -> None:
         self._images = out
         if cache:
             _cache_save(self._cache_path(), {"key": self.key, "images": out})
@@ -374,7 +390,8 @@ class StreamingTopK:
         elif hw != self.map_size:
             raise ValueError(f"activation maps changed size from {self.map_size} to {hw} between batches")
         b = act.shape[0]
-        m, pos = act.detach().flatten(2).float().cpu().max(2)  # (B,C): per image, the max over positions
+        m, pos = act.detach().flatten(2).max(2)  # (B,C): per image, the max over positions (on act's device)
+        m, pos = m.float().cpu(), pos.cpu()
         ids = torch.arange(first_id, first_id + b).expand(self.channels, b)
         cand_v = torch.cat([self.values, m.T], 1)  # (C, k'+B): the current best first, then this batch
         cand_i = torch.cat([self.images, ids], 1)

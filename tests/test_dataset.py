@@ -323,6 +323,9 @@ def test_photoset_matches_preprocess_and_reuses_the_decoded_cache(monkeypatch, r
     assert not photos.decoded and "not decoded yet" in repr(photos)
     seen = [s for s, b in photos.batches(2, workers=2)]
     assert seen == [0, 2] and photos.decoded
+    inline = PhotoSet(["tabby", "ostrich", 999], size=96, resize=110)
+    batches = list(inline.batches(2, workers=0, cache=False))   # decoded in this thread, nothing written
+    assert [s for s, _ in batches] == [0, 2] and torch.equal(inline.images, photos.images)
     imgs = photos.images
     assert imgs.shape == (3, 3, 96, 96) and imgs.dtype == torch.uint8
     for i, c in enumerate([281, 9, 999]):
