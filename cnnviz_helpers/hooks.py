@@ -174,8 +174,12 @@ def capture(
     by_module: dict[int, list[str]] = {}
     for n, (_, m) in resolved.items():
         by_module.setdefault(id(m), []).append(n)
+    inplace = [(m, m.inplace) for m in model.modules() if isinstance(getattr(m, "inplace", None), bool)]
     with frozen(model):
         try:
+            # an in-place activation after a hooked layer would overwrite the recorded output
+            for m, _ in inplace:
+                m.inplace = False
             for n, (_, m) in resolved.items():
                 if n != by_module[id(m)][0]:
                     continue  # one hook per module, fanned out to every name that points at it
@@ -198,6 +202,8 @@ def capture(
         finally:
             for h in handles:
                 h.remove()
+            for m, f in inplace:
+                m.inplace = f
 
 
 class _RuleFn(torch.autograd.Function):
@@ -258,7 +264,16 @@ def relu_rule(model: nn.Module, rule: str) -> Iterator[int]:
     try:
         for m, _ in inplace:
             m.inplace = False
-        if rule != "gradient":
+        if rule == "guided":
+            # R -> (R > 0) * R on the output; the module's own backward then multiplies by
+            # its local derivative (f > 0 for ReLU, 0 < x < 6 for ReLU6): (f>0)·(R>0)·R
+            def fwd_guided(mod, inp, out):
+                if out.requires_grad:
+                    out.register_hook(lambda g: g.clamp(min=0))
+
+            for m in relus:
+                handles.append(m.register_forward_hook(fwd_guided))
+        elif rule == "deconvnet":
             for m in relus:
                 upper = 6.0 if isinstance(m, nn.ReLU6) else None
 

@@ -209,3 +209,15 @@ def test_every_public_helper_has_a_case():
                 if params and params[0] == "model" and not any(k == name or k.startswith(name + "/") for k in CASES):
                     missing.append(f"{modname}.{name}")
     assert not missing, f"public helpers without a state case in tests/test_state.py: {missing}"
+
+
+def test_capture_records_the_layer_output_before_an_inplace_relu():
+    """TinyNet's conv1 is followed by ReLU(inplace=True): the recorded conv1 output must keep its negatives."""
+    m, x = tiny_model(), tiny_input()
+    with torch.no_grad():
+        want = m.net.features[0](m.normalize(x))
+    with hooks.capture(m, ["conv1"]) as rec, torch.no_grad():
+        m(x)
+    assert float(want.min()) < 0
+    assert torch.equal(rec["conv1"], want)
+    assert m.net.features[1].inplace  # restored
