@@ -226,6 +226,14 @@ class PhotoSet(torch.utils.data.Dataset):
     def decoded(self) -> bool:
         return self._images is not None
 
+    def _crop(self, i: int, t: int, l: int, b: int, r: int) -> np.ndarray:
+        """Rows t..b, columns l..r (inclusive) of photo i: (3, h, w) float32 in [0,1], cropped before converting."""
+        if self._images is None and not self._tried_disk:
+            self._tried_disk = True
+            self._load_decoded(True)
+        u8 = self._images[i] if self._images is not None else self.decode(i)
+        return u8.numpy()[:, t:b + 1, l:r + 1].astype(np.float32) / 255
+
     def _cache_path(self) -> Path:
         return runs_dir() / "photos" / f"{len(self)}x{self.size}-{self.key[:20]}.pt"
 
@@ -320,6 +328,9 @@ class TensorImages:
 
     def image(self, i: int) -> torch.Tensor:
         return self.tensor[i:i + 1]
+
+    def _crop(self, i: int, t: int, l: int, b: int, r: int) -> np.ndarray:
+        return self.tensor[i, :, t:b + 1, l:r + 1].float().cpu().numpy()
 
     def batches(self, batch_size: int, **_: object) -> Iterator[tuple[int, torch.Tensor]]:
         for s in range(0, len(self), batch_size):
@@ -472,16 +483,15 @@ class TopK:
             raise ValueError(f"these photos are not the set that layer {self.layer!r} was ranked on "
                              f"(pass the same PhotoSet or tensor as to top_activations)")
         out = []
-        for r in range(self.k):
-            img = src.image(int(self.images[u, r]))[0]
+        for r in range(self.k):  # in numpy: a slider move crops 9 patches, a few small copies each
             t, l, b, rt = self.box(u, r, clip=True)
-            crop = img[:, t:b + 1, l:rt + 1]
+            crop = src._crop(int(self.images[u, r]), t, l, b, rt)            # (3, h, w) float32
             if pad and self.rf is not None:
                 T, L, B, R = self.box(u, r, clip=False)
-                full = torch.full((3, B - T + 1, R - L + 1), float(fill), dtype=img.dtype)
+                full = np.full((3, B - T + 1, R - L + 1), fill, dtype=np.float32)
                 full[:, t - T:b - T + 1, l - L:rt - L + 1] = crop
                 crop = full
-            out.append(crop)
+            out.append(torch.from_numpy(np.ascontiguousarray(crop)))
         return out
 
 
