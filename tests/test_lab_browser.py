@@ -23,7 +23,7 @@ pytestmark = pytest.mark.browser
 LESSONS = {
     "03_activation_maps": (None, "channel", "ArrowRight"),
     "05_saliency": ("neuron", "channel", "ArrowRight"),
-    "08_class_visualization": (None, "steps", "ArrowLeft"),
+    "08_class_visualization": (None, "steps", "ArrowRight"),  # the lesson leaves it at the fewest steps
     "01_max_activating_patches": (None, "unit", "ArrowRight"),
 }
 RUN_TIMEOUT_MS = 600_000
