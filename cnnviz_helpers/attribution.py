@@ -44,7 +44,7 @@ from torch.overrides import TorchFunctionMode
 
 from .hooks import RELU_FAMILY, LayerNotCalledError, frozen, relu_rule
 from .images import check_image
-from .layers import resolve_layer
+from .layers import _device_of, resolve_layer
 
 __all__ = [
     "Neuron",
@@ -195,14 +195,6 @@ def class_scores(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------- forward/backward machinery
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    for b in model.buffers():
-        return b.device
-    return torch.device("cpu")
 
 
 def _image(x: torch.Tensor, name: str = "x") -> torch.Tensor:
