@@ -13,6 +13,10 @@ STAMP  := $(VENV)/.cnnviz-installed
 MATHJAX := notebooks/_vendor/mathjax/tex-mml-chtml.js
 PYTEST_ARGS ?=
 
+# The kernels must use Jupyter's inline backend: an MPLBACKEND such as Agg inherited from the
+# shell would make every plt.show() in a lesson draw nothing (blank website pages and lessons).
+unexport MPLBACKEND
+
 # A relative CNNVIZ_DATA would be read from each kernel's own folder: make it absolute.
 ifneq ($(strip $(CNNVIZ_DATA)),)
 override CNNVIZ_DATA := $(abspath $(CNNVIZ_DATA))
