@@ -138,6 +138,9 @@ CASES.update({
     "deconvnet": Case(lambda m, x: _attr().deconvnet(m, x, 3), bad=lambda m, x: _attr().gradient(m, x, 3, rule="up")),
     "occlusion": Case(lambda m, x: _attr().occlusion(m, x, window=16, stride=8, batch_size=3, progress=False),
                       bad=lambda m, x: _attr().occlusion(m, x, window=8, stride=9)),
+    "occlusion/incremental": Case(lambda m, x: _attr().occlusion(m, x, window=16, stride=8, method="incremental",
+                                                                 progress=False),
+                                  bad=lambda m, x: _attr().occlusion(m, x, window=8, stride=4, method="fast")),
     "best_batch_size": Case(lambda m, x: _attr().best_batch_size(m, (32, 40), candidates=(1, 2), budget_images=2)),
     "cam": Case(lambda m, x: _attr().cam(m, x, 2), bad=lambda m, x: _attr().cam(m, x, 2, pool="conv2")),
     "gradcam": Case(lambda m, x: _attr().gradcam(m, x, 2, "conv2"), bad=lambda m, x: _attr().gradcam(m, x, 2, "nope"),
@@ -170,6 +173,19 @@ CASES.update({
                                                        progress=False),
                         bad=lambda m, x: _ds().activations(m, "conv1", x, reduce="median", cache=False)),
     "model_fingerprint": Case(lambda m, x: _ds().model_fingerprint(m), forward=False),
+})
+
+
+# ---- the incremental occlusion's chain of stages (issue 3, lesson 04)
+def _stages():
+    from cnnviz_helpers import stages
+
+    return stages
+
+
+STATE_MODULES.append("cnnviz_helpers.stages")
+CASES.update({
+    "chain_of": Case(lambda m, x: _stages().chain_of(m, x), bad=lambda m, x: _stages().chain_of(m, x[0])),
 })
 
 
