@@ -23,6 +23,8 @@ the model's logits on the image at hand (``chain_of(model, x)`` raises
 """
 from __future__ import annotations
 
+import copy
+import weakref
 from dataclasses import dataclass
 from typing import Callable
 
@@ -31,7 +33,7 @@ from torch import nn
 
 from .layers import _RFMode, _identity
 
-__all__ = ["Chain", "ChainUnavailable", "Stage", "chain_of", "dirty_span"]
+__all__ = ["Chain", "ChainUnavailable", "Stage", "chain_of", "dirty_span", "folded_copy"]
 
 Geometry = tuple[int, int, int]  # (k, s, p) along one axis
 
@@ -54,6 +56,8 @@ class Chain:
     tail: Callable[[torch.Tensor], torch.Tensor]
     tail_names: list[str]
     clean: list[torch.Tensor]  # the checked image's input and every local stage's output
+    folded: int = 0  # batch norms folded into convolutions (stages run on a private copy)
+    logits: torch.Tensor | None = None  # the model's own output for the checked image
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         for st in self.local:
@@ -127,7 +131,7 @@ def _geometry(a, b) -> Geometry | None:
     return (k, s, p) if k >= 1 and s >= 1 else None
 
 
-def chain_of(model: nn.Module, x: torch.Tensor, *, atol: float = 1e-4) -> Chain:
+def chain_of(model: nn.Module, x: torch.Tensor, *, atol: float = 1e-4, fold: bool = False) -> Chain:
     """The model as checked local stages + tail, for images shaped like ``x`` ``(1,3,H,W)``.
 
     Raises ``ChainUnavailable`` naming the reason when the model's structure is not
@@ -137,24 +141,43 @@ def chain_of(model: nn.Module, x: torch.Tensor, *, atol: float = 1e-4) -> Chain:
     model's logits on ``x`` within ``atol`` (relative to the largest logit).
     The model is left as it was (``hooks.frozen``); the chain's stages call the
     model's own modules, so use it under ``frozen(model)`` and ``torch.no_grad()``.
+
+    ``fold=True``: the stages run on a private inference copy of the model
+    (``folded_copy``: batch norms folded into the convolutions before them), still
+    checked against the model itself; the model's own hooks do not fire in it. Where
+    there is nothing to fold, or the folded chain fails the check, the model's own
+    modules are used (``chain.folded`` is 0).
     """
     from .hooks import frozen
 
-    if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != 3:
-        raise ValueError(f"chain_of needs an image batch (N,3,H,W), got "
-                         f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+    _check_image(x, "chain_of")
     with frozen(model), torch.no_grad():
-        return _chain_of(model, x.detach(), atol)
+        x = x.detach()
+        if fold:
+            folded, n = folded_copy(model, x)
+            if n:
+                try:
+                    return _chain_of(model, x, atol, folded, n)
+                except ChainUnavailable:
+                    pass  # the unfolded chain below says why, or works
+        return _chain_of(model, x, atol, model, 0)
 
 
-def _chain_of(model: nn.Module, x: torch.Tensor, atol: float) -> Chain:
+def _check_image(x, who: str) -> None:
+    if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != 3:
+        raise ValueError(f"{who} needs an image batch (N,3,H,W), got "
+                         f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+
+
+def _chain_of(model: nn.Module, x: torch.Tensor, atol: float, runs: nn.Module, folded: int) -> Chain:
+    """The chain of ``runs`` (the model or its folded copy), checked against ``model``."""
     from .models import CourseModel
 
-    if isinstance(model, CourseModel):
-        inner = _candidate(model.net, "net.")
-        ch = None if inner is None else [("normalize", model.normalize)] + inner
+    if isinstance(runs, CourseModel):
+        inner = _candidate(runs.net, "net.")
+        ch = None if inner is None else [("normalize", runs.normalize)] + inner
     else:
-        ch = _candidate(model)
+        ch = _candidate(runs)
     if ch is None:
         raise ChainUnavailable(
             f"{type(getattr(model, 'net', model)).__name__} is not a structure the incremental path knows "
@@ -206,7 +229,107 @@ def _chain_of(model: nn.Module, x: torch.Tensor, atol: float) -> Chain:
         if rows is not None and cols is not None and not _crop_consistent(fn, rows, cols, clean[i], clean[i + 1]):
             rows = cols = None
         local.append(Stage(name, fn, rows, cols))
-    return Chain(local, tail, [n for n, _ in rest], clean)
+    return Chain(local, tail, [n for n, _ in rest], clean, folded, want)
+
+
+_HOOK_DICTS = ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks",
+               "_forward_pre_hooks_with_kwargs", "_backward_hooks", "_backward_pre_hooks")
+
+
+def folded_copy(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, int]:
+    """A private inference copy of ``model`` and the number of batch norms folded into it.
+
+    One traced forward pass on ``x`` finds each ``BatchNorm2d`` whose input is exactly
+    the output of a ``Conv2d`` (each called once); in the copy the pair becomes one
+    convolution with ``w' = w * gamma / sqrt(var + eps)`` and
+    ``b' = (b - mean) * gamma / sqrt(var + eps) + beta`` (eval-mode batch norm is an
+    affine map per channel), and a symmetric zero-padding module in front of a
+    convolution (EfficientNet's 'same' padding) becomes the convolution's own padding.
+    The copy has no hooks and no gradients. ``(model, 0)`` when there is nothing to
+    fold (nothing is copied then). The model is left as it was.
+
+    The copy is remembered for the model (weakly) and made again as soon as any of
+    its parameters or buffers is replaced or changed in place (``Tensor._version``),
+    or the input size changes.
+    """
+    from .hooks import frozen
+
+    _check_image(x, "folded_copy")
+    key = (tuple(x.shape[-2:]), str(x.device), x.dtype,
+           tuple((id(t), t._version) for t in (*model.parameters(), *model.buffers())))
+    hit = _FOLDED.get(model)
+    if hit is not None and hit[0] == key:
+        return hit[1], hit[2]
+    with frozen(model), torch.no_grad():
+        copy_, n = _folded_copy(model, x.detach())
+    if n:
+        _FOLDED[model] = (key, copy_, n)
+    return copy_, n
+
+
+_FOLDED: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
+
+
+def _folded_copy(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, int]:
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    conv_out: dict[int, tuple[str, torch.Tensor]] = {}
+    calls: dict[str, int] = {}
+    pairs: list[tuple[str, str]] = []
+    handles = []
+
+    def on_conv(name):
+        def hook(mod, inp, out):
+            calls[name] = calls.get(name, 0) + 1
+            conv_out[id(out)] = (name, out)
+        return hook
+
+    def on_bn(name):
+        def hook(mod, inp, out):
+            calls[name] = calls.get(name, 0) + 1
+            e = conv_out.get(id(inp[0]))
+            if e is not None and e[1] is inp[0]:
+                pairs.append((e[0], name))
+        return hook
+
+    try:
+        for name, m in model.named_modules():
+            if isinstance(m, nn.Conv2d):
+                handles.append(m.register_forward_hook(on_conv(name)))
+            elif isinstance(m, nn.BatchNorm2d) and m.track_running_stats and m.running_mean is not None:
+                handles.append(m.register_forward_hook(on_bn(name)))
+        model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    pairs = [(c, b) for c, b in pairs if calls[c] == 1 and calls[b] == 1]
+    if not pairs:
+        return model, 0
+    copy_ = copy.deepcopy(model).eval()
+    for m in copy_.modules():
+        for d in _HOOK_DICTS:
+            if isinstance(getattr(m, d, None), dict):
+                getattr(m, d).clear()
+    for p in copy_.parameters():
+        p.requires_grad_(False)
+        p.grad = None
+    for c, b in pairs:
+        conv, bn = copy_.get_submodule(c), copy_.get_submodule(b)
+        _set(copy_, c, fuse_conv_bn_eval(conv, bn))
+        _set(copy_, b, nn.Identity())
+    for m in copy_.modules():
+        pad = getattr(m, "static_padding", None)
+        if isinstance(m, nn.Conv2d) and isinstance(pad, nn.ZeroPad2d) and tuple(m.padding) == (0, 0):
+            left, right, top, bottom = pad.padding
+            if left == right and top == bottom:
+                m.padding = (top, left)
+                m.static_padding = nn.Identity()
+    return copy_, len(pairs)
+
+
+def _set(root: nn.Module, dotted: str, new: nn.Module) -> None:
+    parent, _, leaf = dotted.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, leaf, new)
 
 
 def _crop_consistent(fn, rows: Geometry, cols: Geometry, inp: torch.Tensor, out: torch.Tensor) -> bool:

@@ -152,3 +152,87 @@ def test_occlusion_method_errors():
     with pytest.raises(ChainUnavailable, match="GoogLeNet"):
         A.occlusion(g, torch.rand(1, 3, 64, 64), window=32, stride=32, method="incremental")
     assert A.occlusion(g, torch.rand(1, 3, 64, 64), window=32, stride=32, progress=False).method == "full"
+
+
+class ConvBN(nn.Module):
+    """conv-BN-ReLU twice, a BN that does not follow a conv, GAP, linear: 2 of 3 BNs can fold."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 5, 3, padding=1), nn.BatchNorm2d(5), nn.ReLU(),
+            nn.Conv2d(5, 6, 3, stride=2), nn.BatchNorm2d(6), nn.ReLU(), nn.BatchNorm2d(6))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(6, 4)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.pool(self.features(x)), 1))
+
+
+def trained_convbn(seed=0):
+    torch.manual_seed(seed)
+    m = ConvBN()
+    with torch.no_grad():  # non-trivial running statistics and affine parameters
+        for bn in (m.features[1], m.features[4], m.features[6]):
+            bn.running_mean.uniform_(-1, 1)
+            bn.running_var.uniform_(0.5, 2)
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.uniform_(-0.5, 0.5)
+    return m.eval()
+
+
+def test_folded_copy_folds_conv_bn_pairs_by_hand():
+    m, x = trained_convbn(), torch.rand(1, 3, 20, 18)
+    hook_calls = []
+    h = m.features[0].register_forward_hook(lambda *a: hook_calls.append(1))
+    try:
+        f, n = A_stages().folded_copy(m, x)
+        m(x)
+        assert hook_calls == [1, 1]  # once for the tracing pass, once just now
+        assert n == 2 and f is not m
+        assert isinstance(f.features[1], nn.Identity) and isinstance(f.features[4], nn.Identity)
+        assert isinstance(f.features[6], nn.BatchNorm2d)  # follows a ReLU: not foldable
+        conv, bn = m.features[0], m.features[1]  # w' = w g / sqrt(v + eps), b' = (b - mu) g / sqrt(v + eps) + beta
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        torch.testing.assert_close(f.features[0].weight, conv.weight * scale.view(-1, 1, 1, 1))
+        torch.testing.assert_close(f.features[0].bias, (conv.bias - bn.running_mean) * scale + bn.bias)
+        with torch.no_grad():
+            out = f(x)
+            assert hook_calls == [1, 1]  # the copy carries no hooks
+            torch.testing.assert_close(out, m(x), atol=1e-5, rtol=1e-5)
+        assert all(not p.requires_grad and p.grad is None for p in f.parameters())
+    finally:
+        h.remove()
+
+
+def test_folded_copy_is_remembered_until_a_parameter_changes():
+    m, x = trained_convbn(), torch.rand(1, 3, 20, 18)
+    f1, _ = A_stages().folded_copy(m, x)
+    f2, _ = A_stages().folded_copy(m, x)
+    assert f2 is f1
+    with torch.no_grad():
+        m.features[1].running_var.mul_(2)  # in place, as a training step would
+    f3, _ = A_stages().folded_copy(m, x)
+    assert f3 is not f1
+    with torch.no_grad():
+        torch.testing.assert_close(f3(x), m(x), atol=1e-5, rtol=1e-5)
+    assert A_stages().folded_copy(m, torch.rand(1, 3, 24, 24))[0] is not f3  # another input size
+
+
+def test_folded_lite0_chain_and_occlusion():
+    m = load_model()
+    x = torch.rand(1, 3, 224, 224)
+    ch = chain_of(m, x, fold=True)
+    assert ch.folded == 49  # stem, head, and 2-3 conv+BN pairs in each of the 16 blocks
+    with torch.no_grad():
+        torch.testing.assert_close(ch(x), m(x), atol=1e-4, rtol=1e-4)
+    assert chain_of(m, x).folded == 0
+    a = A.occlusion(m, x, window=64, stride=64, method="full", progress=False)
+    b = A.occlusion(m, x, window=64, stride=64, progress=False)
+    torch.testing.assert_close(b.probs, a.probs, atol=1e-5, rtol=0)
+
+
+def A_stages():
+    from cnnviz_helpers import stages
+
+    return stages

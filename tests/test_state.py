@@ -186,6 +186,8 @@ def _stages():
 STATE_MODULES.append("cnnviz_helpers.stages")
 CASES.update({
     "chain_of": Case(lambda m, x: _stages().chain_of(m, x), bad=lambda m, x: _stages().chain_of(m, x[0])),
+    "chain_of/fold": Case(lambda m, x: _stages().chain_of(m, x, fold=True)),
+    "folded_copy": Case(lambda m, x: _stages().folded_copy(m, x), bad=lambda m, x: _stages().folded_copy(m, x[0])),
 })
 
 
