@@ -709,11 +709,10 @@ def occlusion(
         base = (chain.logits if chain is not None else model(xd)).softmax(-1)[0]
         if chain is not None:
             bs = batch_size if batch_size is not None else 16
-            clean = chain.clean  # the clean image and each stage's clean output
 
             def forward(chunk):
                 spans = [((y, min(y + kh, h) - 1), (c, min(c + kw, w) - 1)) for y, c in chunk]
-                return _incremental_forward(chain, clean, occluded(chunk), spans)
+                return chain.forward_changed(occluded(chunk), spans)
         else:
             bs = batch_size if batch_size is not None else best_batch_size(model, (h, w))
 
@@ -731,82 +730,6 @@ def occlusion(
     probs = torch.cat(out).view(len(ys), len(xs), -1).to(x.device)
     return OcclusionResult(probs, base.to(x.device), ys, xs, win, st, (h, w),
                            method="incremental" if chain is not None else "full")
-
-
-def _stride(geom) -> int:
-    return 1 if geom is None else geom[1]
-
-
-def _common_length(crops: list[tuple[int, int]], n: int, geom) -> int:
-    """A crop length that holds every crop ``(c0, c1)`` and, placed at the map's end, starts on the
-    stride's grid (so every grown crop can stay inside the map)."""
-    s = _stride(geom)
-    length = max(c1 - c0 + 1 for c0, c1 in crops)
-    return min(n, length + (n - length) % s)
-
-
-def _grown_start(crop: tuple[int, int], length: int, n: int, geom) -> int:
-    """Start of the crop of ``length`` that contains ``crop``, on the stride's grid, inside ``0..n-1``."""
-    c0, c1 = crop
-    start = min(c0, n - length)  # n - length is on the grid by _common_length (or 0)
-    start -= start % _stride(geom)
-    assert 0 <= start <= c0 and start + length - 1 >= c1, (crop, length, n, geom)
-    return start
-
-
-_WHOLE_MAP_FRACTION = 0.6  # crops larger than this part of the map: run the stage on whole maps (measured)
-
-
-def _incremental_forward(chain, clean: list[torch.Tensor], xb: torch.Tensor, spans) -> torch.Tensor:
-    """Logits of the images ``xb``, which differ from the clean image ``clean[0]`` only inside
-    ``spans[i] = ((top, bottom), (left, right))`` (inclusive): each local stage is recomputed
-    on the changed region of its input (plus the margin it reads) and pasted into a copy of
-    its clean output; the crops of all images grow to one size and go through the stage together.
-    Stages run on channels-last tensors: CPU convolutions (depthwise ones above all) are
-    markedly faster in that layout; the values are the same up to float rounding."""
-    from .stages import dirty_span
-
-    cur = xb
-    live = list(range(xb.shape[0]))  # images whose maps still differ from the clean ones
-    for i, stage in enumerate(chain.local):
-        (n_in_h, n_in_w), (n_out_h, n_out_w) = cur.shape[-2:], clean[i + 1].shape[-2:]
-        plans = {}
-        for k in live:
-            (t, b), (l, r) = spans[k]
-            ph = dirty_span(stage.rows, t, b, n_in_h, n_out_h)
-            pw = dirty_span(stage.cols, l, r, n_in_w, n_out_w)
-            if ph is not None and pw is not None:
-                plans[k] = (ph, pw)
-        if not plans:  # nothing changed any more (a strided stage dropped the changed units)
-            cur = clean[i + 1].expand(cur.shape[0], *clean[i + 1].shape[1:]).clone()
-            live, spans = [], {}
-            continue
-        area = max((ph[0][1] - ph[0][0] + 1) * (pw[0][1] - pw[0][0] + 1) for ph, pw in plans.values())
-        if area >= _WHOLE_MAP_FRACTION * n_in_h * n_in_w:
-            # the changed regions cover most of the map: one plain forward of the whole batch beats
-            # many crops (from here on every later stage runs whole too)
-            cur = stage.fn(cur.contiguous(memory_format=torch.channels_last))
-            spans = {k: ((0, n_out_h - 1), (0, n_out_w - 1)) for k in plans}
-            live = list(plans)
-            continue
-        nxt = clean[i + 1].expand(cur.shape[0], *clean[i + 1].shape[1:]).clone()
-        # one crop size for the whole batch (a single call of the stage): each crop grows to the
-        # largest, staying on the stride's grid and inside the map
-        members = list(plans)
-        lh = _common_length([plans[k][0][0] for k in members], n_in_h, stage.rows)
-        lw = _common_length([plans[k][1][0] for k in members], n_in_w, stage.cols)
-        starts = [(_grown_start(plans[k][0][0], lh, n_in_h, stage.rows),
-                   _grown_start(plans[k][1][0], lw, n_in_w, stage.cols)) for k in members]
-        crops = torch.stack([cur[k, :, r0:r0 + lh, q0:q0 + lw] for k, (r0, q0) in zip(members, starts)])
-        res = stage.fn(crops.contiguous(memory_format=torch.channels_last))
-        for j, (k, (r0, q0)) in enumerate(zip(members, starts)):
-            ((_, (a, b), _), (_, (e, f), _)) = plans[k]
-            oa, oe = a - r0 // _stride(stage.rows), e - q0 // _stride(stage.cols)
-            nxt[k, :, a:b + 1, e:f + 1] = res[j, :, oa:oa + b - a + 1, oe:oe + f - e + 1]
-        spans = {k: (plans[k][0][1], plans[k][1][1]) for k in plans}
-        live = list(plans)
-        cur = nxt
-    return chain.tail(cur)
 
 
 # ---------------------------------------------------------------- CAM and Grad-CAM (lesson 07)
