@@ -6,7 +6,8 @@ Measures, in one run, on the course photos:
    pass's own thread pool, and one thread for reference);
 2. forward: the model on the already-decoded photos, alone (same batch size);
 3. our first pass: ``top_activations`` on a fresh ``PhotoSet`` with an empty
-   cache (decoding overlapped with the forward passes);
+   cache (decoding in threads beside the forward passes where torch leaves cores
+   free, else in the pass's own thread);
 4. a second pass: the same call again (served from the on-disk cache);
 5. a redraw of lesson 01's explorer (crop 9 receptive-field patches, resize,
    mosaic, label, PNG), for many units of every layer.
@@ -35,7 +36,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cnnviz_helpers import load_model  # noqa: E402
-from cnnviz_helpers.dataset import CACHE_ENV, PhotoSet, top_activations  # noqa: E402
+from cnnviz_helpers.attribution import best_batch_size  # noqa: E402
+from cnnviz_helpers.dataset import CACHE_ENV, PhotoSet, _default_workers, top_activations  # noqa: E402
 from cnnviz_helpers.widgets import to_png  # noqa: E402
 
 
@@ -78,7 +80,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--photos", type=int, default=1000, help="number of course photos (first N classes)")
     ap.add_argument("--layers", nargs="+", default=["block2", "block3", "block4", "block5", "block6", "head"])
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=None,
+                    help="photos per forward pass (default: measured by best_batch_size, as the pass does)")
     ap.add_argument("--workers", type=int, default=None, help="decoding threads (default: the pass's default)")
     ap.add_argument("--redraws", type=int, default=30, help="explorer redraws timed per layer")
     ap.add_argument("--one-thread", type=int, default=100, help="photos decoded in one thread (for reference)")
@@ -88,6 +91,10 @@ def main() -> None:
     os.environ[CACHE_ENV] = cache                      # an empty results cache: the first pass is cold
     model = load_model()
     classes = list(range(args.photos))
+    if args.batch_size is None:
+        t = time.perf_counter()
+        args.batch_size = best_batch_size(model, (model.input_size, model.input_size))
+        print(f"best_batch_size: {args.batch_size} (measured in {time.perf_counter() - t:.1f} s, once per model)")
     print(f"{model.name} on {model.device}, {args.photos} photos, layers {args.layers}, batch {args.batch_size}, "
           f"torch threads {torch.get_num_threads()}, cpus {os.cpu_count()}; {load()}")
 
@@ -114,12 +121,13 @@ def main() -> None:
 
     def forward_alone() -> float:
         with torch.no_grad():
-            model(imgs[: args.batch_size].to(dev).float().div_(255))
+            model(imgs[: args.batch_size].to(dev).float().div_(255).contiguous(memory_format=torch.channels_last))
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             t = time.perf_counter()
             for s in range(0, len(imgs), args.batch_size):
-                model(imgs[s:s + args.batch_size].to(dev).float().div_(255))
+                model(imgs[s:s + args.batch_size].to(dev).float().div_(255)
+                      .contiguous(memory_format=torch.channels_last))  # the layout the pass feeds
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             return time.perf_counter() - t
@@ -159,12 +167,16 @@ def main() -> None:
 
     slowest = max(decode_s, forward_s)
     print()
-    print(f"decode + resize, {args.photos} photos, thread pool : {decode_s:8.2f} s   "
+    workers = _default_workers() if args.workers is None else args.workers
+    print(f"decoding threads: {workers} (0: in the pass's own thread; default = cores torch leaves free)")
+    print(f"decode + resize, {args.photos} photos, as the pass does: {decode_s:8.2f} s   "
           f"(one thread: {decode_1thread_s:.2f} s, from {len(one)} photos)")
     print(f"forward, {args.photos} decoded photos              : {forward_s:8.2f} s   "
           f"(before the pass {forward_before:.2f} s, after {forward_after:.2f} s; the smaller is used)")
     print(f"decode + forward run one after the other       : {decode_s + forward_s:8.2f} s")
-    print(f"our first pass (decode overlapped, cold cache)  : {pass_s:8.2f} s   "
+    print(f"our first pass (decode + forward, cold cache)   : {pass_s:8.2f} s   "
+          f"= {pass_s / (decode_s + forward_s):.2f} x (decode + forward)\n"
+          f"                                                            "
           f"= {pass_s / slowest:.2f} x max(decode, forward)   [target <= 1.2]")
     print(f"second pass (from the cache, new session)       : {second_s:8.2f} s   [target <= 5 s]")
     all_ms = [v for ms in times.values() for v in ms]

@@ -10,7 +10,7 @@ leaves the model exactly as it found it (see ``hooks``).
     >>> with capture(model, ["block2", "block5"]) as rec:
     ...     logits = model(x)
 """
-from .config import data_dir, pick, quick_mode
+from .config import data_dir, pick, quick_mode, tune_allocator
 from .data import ImageNetSamples, class_index, fetch, sample_path, sample_paths, style_path
 from .hooks import ModelSnapshot, capture, count_hooks, frozen, relu_rule
 from .images import center_crop, load_image, resize, resize_short_side, to_numpy
@@ -18,6 +18,8 @@ from .layers import list_layers, receptive_field, resolve_layer
 from .models import MODEL_NAMES, CourseModel, WeightsUnavailableError, default_device, load_model
 
 __version__ = "0.1.0"
+
+tune_allocator()  # large activations stay mapped between forward passes (see config.tune_allocator)
 
 __all__ = [
     "CourseModel", "ImageNetSamples", "MODEL_NAMES", "ModelSnapshot", "WeightsUnavailableError",

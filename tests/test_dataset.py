@@ -373,7 +373,7 @@ def test_top_activations_on_photos_decodes_while_the_model_runs(monkeypatch, run
     monkeypatch.setenv("CNNVIZ_DATA", str(SHARED))
     m = tiny_model()
     photos = PhotoSet([1, 2, 3, 4, 5], size=40)
-    t = top_activations(m, "conv2", photos, k=3, batch_size=2, progress=False)["conv2"]
+    t = top_activations(m, "conv2", photos, k=3, batch_size=2, workers=2, progress=False)["conv2"]
     assert photos.decoded
     ref = top_activations(m, "conv2", photos.images.float() / 255, k=3, batch_size=2, cache=False,
                           progress=False)["conv2"]
