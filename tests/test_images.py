@@ -57,6 +57,22 @@ def test_modes_to_rgb(tmp_path, mode, fmt, expect):
         assert px == pytest.approx([200, 100, 50], abs=12)  # JPEG + CMYK round trip
 
 
+def test_pil_to_tensor_is_every_8_bit_value_over_255():
+    """The conversion is exactly v / 255 in float32 for each of the 256 values, in (1,3,H,W) order."""
+    from cnnviz_helpers.images import pil_to_tensor
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, size=(17, 23, 3), dtype=np.uint8)
+    a[0, :3] = [[0, 0, 0], [255, 255, 255], [1, 128, 254]]
+    x = pil_to_tensor(Image.fromarray(a))
+    assert x.shape == (1, 3, 17, 23) and x.dtype == torch.float32
+    ref = torch.from_numpy(a.astype(np.float64) / 255).permute(2, 0, 1)[None].float()  # float64, then rounded
+    assert torch.equal(x, ref)
+    every = Image.fromarray(np.arange(256, dtype=np.uint8).reshape(16, 16))        # mode L: grey to RGB
+    g = pil_to_tensor(every)
+    assert torch.equal(g[0, 0], g[0, 2]) and torch.equal(g[0, 0].flatten(), torch.arange(256) / torch.tensor(255.0))
+
+
 def test_arrays_and_tensors():
     a = np.zeros((16, 24, 3), dtype=np.uint8)
     a[..., 0] = 255
