@@ -37,7 +37,11 @@ $(STAMP): pyproject.toml jupyter/overrides.json
 
 install: $(STAMP)
 
+# prepare: the course images fetched (once; then everything runs offline) and the 1000 photos decoded
+# into the cache, so lessons 01 and 13 skip JPEG decoding. Offline without them it says why; the lab
+# opens anyway ("-").
 lab: $(STAMP)
+	-$(BIN)/python -m cnnviz_helpers prepare
 	$(BIN)/jupyter lab --notebook-dir=notebooks 03_activation_maps.md
 
 test: $(STAMP)

@@ -1,4 +1,4 @@
-"""Command line: ``python -m cnnviz_helpers doctor`` and ``python -m cnnviz_helpers classify IMAGE...``."""
+"""Command line: ``python -m cnnviz_helpers doctor``, ``... prepare`` and ``... classify IMAGE...``."""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["main", "doctor", "classify"]
+__all__ = ["main", "doctor", "prepare", "classify"]
 
 
 def _version(pkg: str) -> str:
@@ -65,6 +65,36 @@ def doctor(out=sys.stdout) -> int:
     return 0 if ready else 1
 
 
+def prepare(size: int = 224, out=sys.stdout, err=sys.stderr) -> int:
+    """Fetch every course image (sha256-verified; then the course runs offline) and decode the 1000
+    photos once, at ``size``, into the runs cache.
+
+    Lessons 01 and 13 then pass over decoded tensors: their first pass costs the
+    forward passes only. Returns 0, or 1 (with the reason) when the images cannot
+    be fetched, e.g. offline without ``CNNVIZ_DATA``.
+    """
+    from .data import fetch_all, registry
+    from .dataset import PhotoSet
+
+    if isinstance(size, bool) or not isinstance(size, int) or size < 8:
+        print(f"error: --size must be an integer >= 8 (pixels), got {size!r}", file=err)
+        return 2
+    t = time.perf_counter()
+    try:
+        fetch_all(sorted(registry()), progress=True)
+    except Exception as e:  # offline without a local copy: say why, the course still opens
+        print(f"error: the course images could not be fetched ({type(e).__name__}: {e}).\n"
+              f"The lessons need them: connect once, or set CNNVIZ_DATA to a folder that has them.", file=err)
+        return 1
+    photos = PhotoSet(size=size)
+    had = photos.cache_file.exists()
+    photos.decode_all(progress=True)
+    what = "already decoded" if had else "decoded"
+    print(f"{len(photos)} course photos {what} at {size}x{size} in {time.perf_counter() - t:.1f} s: "
+          f"{photos.cache_file}", file=out)
+    return 0
+
+
 def classify(paths: Sequence[str], model_name: str = "efficientnet_lite0", top: int = 5, batch: int = 16,
              out=sys.stdout, err=sys.stderr) -> int:
     """Top-``top`` labels per file; unreadable files get one line on ``err``; 1 if any failed."""
@@ -113,6 +143,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m cnnviz_helpers", description="cnnviz course helpers")
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("doctor", help="check the installation, models and image cache")
+    pr = sub.add_parser("prepare", help="fetch the course images (then the course runs offline) and decode "
+                        "the 1000 photos once into the cache (lessons 01 and 13 then skip decoding)")
+    pr.add_argument("--size", type=int, default=224, help="side of the decoded photos (the model's input size)")
     c = sub.add_parser("classify", help="top-K ImageNet labels of image files")
     c.add_argument("images", nargs="+", help="image files")
     c.add_argument("--model", default="efficientnet_lite0", choices=MODEL_NAMES)
@@ -121,6 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if a.cmd == "doctor":
         return doctor()
+    if a.cmd == "prepare":
+        return prepare(a.size)
     return classify(a.images, a.model, a.top, a.batch)
 
 

@@ -247,8 +247,27 @@ class PhotoSet(torch.utils.data.Dataset):
     @property
     def images(self) -> torch.Tensor:
         """Every photo, ``(N,3,S,S)`` uint8 (decoded now, or read from the decoded cache)."""
-        if not self._load_decoded(True):
-            for _ in self.batches(64):
+        return self.decode_all()
+
+    @property
+    def cache_file(self) -> Path:
+        """Where the decoded photos of this set are cached (``runs_dir()/photos/...``), written on first decode."""
+        return self._cache_path()
+
+    def decode_all(self, *, workers: int | None = None, cache: bool = True, progress: bool = False) -> torch.Tensor:
+        """Decode every photo now (or read them from the decoded cache): ``(N,3,S,S)`` uint8. Nothing else
+        runs meanwhile: ``workers`` (default: one per core, at most 8) threads decode.
+
+        Later passes over the set (any model with this input size, any layer, any
+        session with ``cache``) then skip JPEG decoding: ``python -m cnnviz_helpers
+        prepare`` runs this for the 1000 course photos, and ``make lab`` runs that.
+        """
+        if workers is not None:
+            _check_int("workers", workers, 0)
+        else:  # no consumer to overlap: every core decodes
+            workers = min(8, os.cpu_count() or 1)
+        if not self._load_decoded(cache):
+            for _ in self.batches(64, workers=workers, cache=cache, progress=progress):
                 pass
         return self._images
 

@@ -1,4 +1,4 @@
-"""The command line: doctor and classify (including top-1 accuracy on the 1000 course photos)."""
+"""The command line: doctor, prepare and classify (including top-1 accuracy on the 1000 course photos)."""
 from __future__ import annotations
 
 import os
@@ -76,3 +76,32 @@ def test_classify_accuracy_on_the_1000_course_photos():
     print(report)
     (artifacts("reports") / "classify.txt").write_text(report + "\n")
     assert top1 >= 850, report
+
+
+def test_prepare_decodes_the_photos_once_and_fails_clearly_offline(tmp_path):
+    """``prepare`` writes the decoded photos where PhotoSet reads them (a later set decodes nothing); a
+    second run finds them; offline without the photos it exits 1 naming CNNVIZ_DATA; a bad size exits 2."""
+    if not all((SHARED / n).exists() for n in sample_names()):
+        pytest.skip(f"the course image mirror is not at {SHARED}")
+    cache = tmp_path / "runs"
+    env = {"CNNVIZ_DATA": str(SHARED), "CNNVIZ_CACHE": str(cache)}
+    r = run("prepare", "--size", "32", env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert re.search(r"^1000 course photos decoded at 32x32 in [\d.]+ s: .*photos", r.stdout, re.M), r.stdout
+    check = ("import torch; from cnnviz_helpers.dataset import PhotoSet\n"
+             "ref = PhotoSet([281], size=32).decode(0)            # the tabby, decoded from its file\n"
+             "def no_decode(self, i): raise AssertionError('decoded again')\n"
+             "PhotoSet.decode = no_decode\n"
+             "p = PhotoSet(size=32); x = p.images\n"
+             "assert x.shape == (1000, 3, 32, 32) and x.dtype == torch.uint8 and torch.equal(x[281], ref)\n"
+             "print('ok', p.cache_file)")
+    c = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, env={**os.environ, **env})
+    assert c.returncode == 0 and c.stdout.startswith("ok " + str(cache)), c.stdout + c.stderr
+    again = run("prepare", "--size", "32", env=env)
+    assert again.returncode == 0 and "1000 course photos already decoded at 32x32" in again.stdout
+    offline = run("prepare", env={"CNNVIZ_DATA": str(tmp_path / "empty"), "CNNVIZ_CACHE": str(cache),
+                                  "CNNVIZ_DATA_URL": "http://127.0.0.1:9"}, timeout=300)
+    assert offline.returncode == 1
+    assert "course images could not be fetched" in offline.stderr and "set CNNVIZ_DATA to a folder" in offline.stderr
+    bad = run("prepare", "--size", "4", env=env)
+    assert bad.returncode == 2 and "--size must be an integer >= 8 (pixels), got 4" in bad.stderr

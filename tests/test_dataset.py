@@ -350,6 +350,22 @@ def test_photoset_matches_preprocess_and_reuses_the_decoded_cache(monkeypatch, r
 
 
 @needs_photos
+def test_decode_all_threads_give_the_same_photos_and_write_the_cache_file(monkeypatch, runs_cache):
+    monkeypatch.setenv("CNNVIZ_DATA", str(SHARED))
+    classes = ["tabby", "ostrich", 999, 0, 500]
+    threaded = PhotoSet(classes, size=64)
+    assert not threaded.cache_file.exists()
+    x = threaded.decode_all(workers=3, cache=False)                  # nothing written
+    assert not threaded.cache_file.exists() and x.shape == (5, 3, 64, 64)
+    inline = PhotoSet(classes, size=64)
+    assert torch.equal(inline.decode_all(workers=0), x)
+    assert inline.cache_file.exists() and inline.cache_file.parent == runs_cache / "photos"
+    assert torch.equal(x[3], inline.decode(3))
+    with pytest.raises(ValueError, match=r"workers must be an integer >= 0, got -1"):
+        PhotoSet(classes, size=64).decode_all(workers=-1)
+
+
+@needs_photos
 def test_photoset_errors(monkeypatch):
     monkeypatch.setenv("CNNVIZ_DATA", str(SHARED))
     with pytest.raises(ValueError, match=r"size must be an integer >= 8 \(pixels\), got 4"):
