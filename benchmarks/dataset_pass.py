@@ -189,17 +189,18 @@ def main() -> None:
     workers = _default_workers() if args.workers is None else args.workers
     print(f"decoding threads: {workers} (0: in the pass's own thread; default = cores torch leaves free)")
     print(f"{args.rounds} rounds; min (median) of each:")
-    print(f"decode + resize, {args.photos} photos, as the pass does : {best['decode']:6.2f} s ({med['decode']:.2f})   "
-          f"(one thread: {decode_1thread_s:.2f} s, from {len(one)} photos)")
-    print(f"forward, {args.photos} decoded photos                : {best['forward']:6.2f} s ({med['forward']:.2f})")
-    for k, what in (("cold", "our first pass, nothing cached           "),
-                    ("prepared", "our first pass, photos prepared (cache) ")):
+    w = 48
+    print(f"{f'decode + resize, {args.photos} photos, as the pass does':<{w}}: {best['decode']:6.2f} s "
+          f"({med['decode']:.2f})   (one thread: {decode_1thread_s:.2f} s, from {len(one)} photos)")
+    print(f"{f'forward, {args.photos} decoded photos':<{w}}: {best['forward']:6.2f} s ({med['forward']:.2f})")
+    for k, what in (("cold", "our first pass, nothing cached"),
+                    ("prepared", "our first pass, photos prepared (decoded cache)")):
         for stat, v in (("min", best), ("median", med)):
             slowest = max(v["decode"], v["forward"])
-            lead = f"{what}: {v[k]:6.2f} s" if stat == "min" else " " * (len(what) + 10) + f"({v[k]:.2f} s)"
-            print(f"{lead}  {stat:6s} = {v[k] / (v['decode'] + v['forward']):.2f} x (decode + forward) "
-                  f"= {v[k] / slowest:.2f} x max(decode, forward)   [target <= 1.2]")
-    print(f"second pass (from the cache, new session)       : {second_s:8.2f} s   [target <= 5 s]")
+            lead = f"{what:<{w}}: {v[k]:6.2f} s" if stat == "min" else f"{'':<{w}}  ({v[k]:.2f} s)"
+            print(f"{lead:<{w + 11}} {stat:>6}: {v[k] / (v['decode'] + v['forward']):.2f} x (decode + forward), "
+                  f"{v[k] / slowest:.2f} x max(decode, forward)   [target <= 1.2]")
+    print(f"{'second pass (from the cache, new session)':<48}: {second_s:6.2f} s   [target <= 5 s]")
     all_ms = [v for ms in times.values() for v in ms]
     print(f"explorer redraw: median {statistics.median(all_ms):.1f} ms, max {max(all_ms):.1f} ms   [target <= 150 ms]")
     for layer, ms in times.items():
