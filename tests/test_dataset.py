@@ -147,7 +147,7 @@ def test_top_activations_bad_arguments_are_refused_before_any_work(monkeypatch):
     def no_pass(*a, **k):
         raise AssertionError("the pass started")
 
-    monkeypatch.setattr(D, "_stream", no_pass)
+    monkeypatch.setattr(D.passes, "_stream", no_pass)
     with pytest.raises(KeyError, match=r"unknown layer 'conv9'.*Closest valid names: conv2, conv1"):
         top_activations(m, ["conv1", "conv9"], x)
     with pytest.raises(ValueError, match=r"k must be an integer in 1\.\.3, got 4"):
@@ -222,7 +222,7 @@ def test_activations_errors(monkeypatch):
         activations(m, "conv1", x, reduce="median")
     with pytest.raises(TypeError, match=r"dtype must be a floating torch.dtype"):
         activations(m, "conv1", x, dtype=torch.int64)
-    monkeypatch.setattr(D, "_MAX_BYTES", 1000)
+    monkeypatch.setattr(D.passes, "_MAX_BYTES", 1000)
     with pytest.raises(ValueError, match=r"the activations of 2 photos would take .* GiB \(conv1 \(4, 32, 40\) "
                                          r"per photo\), above the 4 GiB limit"):
         activations(m, "conv1", x)
@@ -240,7 +240,7 @@ def test_second_pass_is_served_from_the_cache(runs_cache, monkeypatch):
     def no_pass(*a, **k):
         raise AssertionError("the pass ran again")
 
-    monkeypatch.setattr(D, "_stream", no_pass)
+    monkeypatch.setattr(D.passes, "_stream", no_pass)
     calls = []
     h = m.net.register_forward_pre_hook(lambda mod, inp: calls.append(1))
     try:  # a cached call runs no forward pass at all (not even to trace receptive fields)

@@ -1,0 +1,124 @@
+"""Gradients with respect to the input pixels (lessons 05, 06): saliency, SmoothGrad, guided
+backprop and deconvnet (the same backward pass with the ReLU rule changed)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..hooks import frozen, relu_rule
+from ..layers import _device_of
+from ._engine import _Taps, _check_rule, _run
+from .targets import Neuron, Target, _class_targets, _image, _select
+
+__all__ = ["gradient", "saliency", "saliency_map", "input_x_gradient", "smoothgrad", "guided_backprop", "deconvnet"]
+
+
+def gradient(model: nn.Module, x: torch.Tensor, target: Target, *, rule: str = "gradient") -> torch.Tensor:
+    """∂score/∂x: ``(N,3,H,W)``, the same shape as ``x``; signed, not normalized.
+
+    ``rule``: how the backward pass crosses each ReLU/ReLU6 (lesson 06), with f
+    the ReLU's input and R the gradient arriving from above:
+    ``"gradient"`` R·(f>0) (plain backprop, lesson 05); ``"guided"``
+    R·(f>0)·(R>0) (Springenberg et al.); ``"deconvnet"`` R·(R>0) (Zeiler & Fergus).
+    For ReLU6 "f>0" reads "0<f<6". Models with functional ReLUs or other
+    activation kinds raise ``ValueError`` for guided/deconvnet.
+
+    >>> g = gradient(model, x, "tabby")          # (1,3,224,224)
+    """
+    return _run(model, x, target, rule=rule)[0]
+
+
+def saliency_map(grad: torch.Tensor) -> torch.Tensor:
+    """Simonyan et al.'s saliency: ``max_c |grad|`` over the colour channels, ``(N,3,H,W) -> (N,H,W)``, >= 0."""
+    if grad.dim() != 4:
+        raise ValueError(f"saliency_map takes an (N,C,H,W) gradient, got shape {tuple(grad.shape)}")
+    return grad.abs().amax(1)
+
+
+def saliency(model: nn.Module, x: torch.Tensor, target: Target) -> torch.Tensor:
+    """The saliency map of lesson 05: ``max_c |∂S/∂x_c|``, ``(N,H,W)``, values >= 0.
+
+    >>> s = saliency(model, x, 281)               # (1,224,224)
+    """
+    return saliency_map(gradient(model, x, target))
+
+
+def input_x_gradient(model: nn.Module, x: torch.Tensor, target: Target) -> torch.Tensor:
+    """Gradient × input, ``x · ∂S/∂x``, ``(N,3,H,W)`` signed (lesson 05).
+
+    ``x`` is in pixel space [0,1] (black = 0), so black pixels get zero.
+    """
+    return x.detach() * gradient(model, x, target)
+
+
+def smoothgrad(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: Target,
+    *,
+    samples: int = 25,
+    stdev: float = 0.15,
+    generator: torch.Generator | None = None,
+    batch_size: int = 16,
+    rule: str = "gradient",
+) -> torch.Tensor:
+    """SmoothGrad (Smilkov et al. 2017): the mean of ``gradient(x + ε)`` over ``samples`` draws of
+    ε ~ N(0, stdev²) per pixel, ``(N,3,H,W)`` signed (take ``saliency_map`` to display it).
+
+    ``stdev`` is in pixel units (images span [0,1], so 0.15 is the paper's 15 % noise level).
+    The noise of all ``N*samples`` draws is drawn in one call, image-major (as captum's
+    NoiseTunnel does), from ``generator`` (default: a fresh generator seeded 0, so results
+    repeat); gradients are computed ``batch_size`` noisy images at a time.
+    """
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise ValueError(f"samples must be an integer >= 1, got {samples!r}")
+    if not (isinstance(stdev, (int, float)) and stdev >= 0):
+        raise ValueError(f"stdev must be a number >= 0 (pixel units), got {stdev!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    x = _image(x)
+    n = x.shape[0]
+    classes = _class_targets(model, target, n)
+    g = generator if generator is not None else torch.Generator().manual_seed(0)
+    noise = torch.randn((n * samples,) + tuple(x.shape[1:]), generator=g, device=g.device) * stdev
+    noisy = x.detach().repeat_interleave(samples, 0) + noise.to(x.device)  # (N*samples, 3, H, W), may leave [0,1]
+    rep = classes.repeat_interleave(samples) if classes is not None else None
+    grads = []
+    for s in range(0, n * samples, batch_size):
+        xb = noisy[s:s + batch_size]
+        tb = rep[s:s + batch_size] if rep is not None else target
+        grads.append(_run_unchecked(model, xb, tb, rule))
+    return torch.cat(grads).view(n, samples, *x.shape[1:]).mean(1)  # image-major, as the noise
+
+
+def _run_unchecked(model: nn.Module, xb: torch.Tensor, target, rule: str) -> torch.Tensor:
+    """``gradient`` for noisy images, which may leave [0,1] (SmoothGrad)."""
+    if isinstance(target, torch.Tensor):
+        classes = target
+    else:
+        classes = _class_targets(model, target, xb.shape[0])
+    if classes is None and not (isinstance(target, Neuron) or callable(target)):
+        raise TypeError(f"unsupported target {target!r}")
+    taps = {("neuron", target.layer, target.at): (target.layer, target.at)} if isinstance(target, Neuron) else {}
+    tapper = _Taps(model, taps)
+    _check_rule(model, xb.clamp(0, 1), rule)
+    with relu_rule(model, rule), frozen(model), tapper.active() as acts:
+        xg = xb.detach().to(_device_of(model)).requires_grad_(True)
+        with torch.enable_grad():
+            logits = model(xg)
+            tapper.check()
+            (g,) = torch.autograd.grad(_select(target, classes, logits, acts).sum(), xg)
+    return g.to(xb.device)
+
+
+def guided_backprop(model: nn.Module, x: torch.Tensor, target: Target) -> torch.Tensor:
+    """Guided backpropagation (Springenberg et al. 2015), ``(N,3,H,W)`` signed: ``gradient(rule="guided")``.
+
+    Needs ReLU/ReLU6 *modules*; see ``gradient`` (lesson 06).
+    """
+    return gradient(model, x, target, rule="guided")
+
+
+def deconvnet(model: nn.Module, x: torch.Tensor, target: Target) -> torch.Tensor:
+    """Zeiler & Fergus's deconvnet backward, ``(N,3,H,W)`` signed: ``gradient(rule="deconvnet")`` (lesson 06)."""
+    return gradient(model, x, target, rule="deconvnet")

@@ -1,0 +1,238 @@
+"""The dataset passes: one forward pass over a photo set with several layers captured
+(``top_activations``, ``activations``)."""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..hooks import capture, relu_rule
+from ..layers import receptive_field, resolve_layers
+from .cache import _FORMAT, _cache_load, _cache_save, _check_int, _digest, _safe, model_fingerprint, runs_dir
+from .photos import PhotoSet, TensorImages, _bar, _input_hw, _source
+from .topk import StreamingTopK, TopK, _rf_to_dict, _topk_result
+
+__all__ = ["REDUCTIONS", "top_activations", "activations"]
+
+REDUCTIONS = (None, "max", "mean")
+
+
+_MAX_BYTES = 4 << 30  # refuse to build an activations tensor larger than this (4 GiB)
+
+
+def _device(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def _probe_shapes(model: nn.Module, names: list[str], hw: tuple[int, int]) -> dict[str, tuple[int, ...]]:
+    """Output shape (without batch) of each layer, from one forward pass on a blank image."""
+    with capture(model, names, detach=True) as rec, torch.no_grad():
+        model(torch.zeros(1, 3, *hw, device=_device(model)))
+        rec.check_called()
+        return {n: tuple(rec[n].shape[1:]) for n in names}
+
+
+def _check_batch(batch_size: int | None) -> int | None:
+    return None if batch_size is None else _check_int("batch_size", batch_size, 1)
+
+
+def _stream(model: nn.Module, names: list[str], src: PhotoSet | TensorImages, batch_size: int | None,
+            workers: int | None, progress: bool, consume: Callable[[int, dict[str, torch.Tensor]], None],
+            cache: bool, desc: str) -> None:
+    """One forward pass over ``src`` with every layer of ``names`` captured; ``consume(start, acts)``
+    per batch.
+
+    Hooks and model state are owned by ``capture`` and ``relu_rule`` (removed and
+    restored in their ``finally``). ``relu_rule(model, "gradient")`` switches
+    in-place ReLU modules off for the pass: otherwise a recorded conv output
+    would be rectified in place by the next module before ``consume`` sees it.
+    Any other in-place change of a recorded output (``out += identity``,
+    ``F.relu(x, inplace=True)``) is detected by its version counter and refused.
+    """
+    dev = _device(model)
+    resolved = resolve_layers(model, names)
+    if batch_size is None:  # measured only when there is a pass to run (a cached call runs none)
+        from ..attribution import best_batch_size
+
+        batch_size = best_batch_size(model, _input_hw(src))
+    versions: dict[str, int] = {}
+    handles = []
+    bar = _bar(len(src), desc, progress)
+    try:
+        with relu_rule(model, "gradient"), capture(model, names, detach=True) as rec, torch.no_grad():
+            for n, (_, mod) in resolved.items():
+                def note_version(m, inp, out, n=n):
+                    t = out if isinstance(out, torch.Tensor) else out[0]
+                    versions.setdefault(n, t._version)
+
+                handles.append(mod.register_forward_hook(note_version))
+            for start, xb in src.batches(batch_size, workers=workers, cache=cache):
+                x = xb.to(dev)
+                x = x.float().div_(255) if x.dtype == torch.uint8 else x.float()
+                x = x.contiguous(memory_format=torch.channels_last)  # CPU convolutions: several times faster
+                rec.activations.clear()  # capture keeps a layer's first output: one forward per batch
+                versions.clear()
+                model(x)
+                rec.check_called()
+                for n in names:
+                    if rec[n]._version != versions[n]:
+                        raise RuntimeError(
+                            f"the output of layer {n!r} ({rec.dotted[n]}) is modified in place later in the model's "
+                            f"forward() (e.g. `out += identity` or F.relu(x, inplace=True)): what a hook records "
+                            f"there is not the layer's output. Use the next layer (see list_layers(model)).")
+                consume(start, {n: rec[n] for n in names})
+                bar.update(xb.shape[0])
+    finally:
+        for h in handles:
+            h.remove()
+        bar.close()
+
+
+def top_activations(
+    model: nn.Module,
+    layers: str | Sequence[str],
+    photos: PhotoSet | TensorImages | torch.Tensor | None = None,
+    *,
+    k: int = 9,
+    batch_size: int | None = None,
+    workers: int | None = None,
+    cache: bool = True,
+    progress: bool = True,
+) -> dict[str, TopK]:
+    """For every unit of each layer, the ``k`` photos that activate it most, in one pass.
+
+    ``layers``: names or aliases (``"block2"``, ``"conv5"``); ``photos``: a
+    ``PhotoSet`` (default: all 1000 course photos at the model's input size), a
+    ``TensorImages`` or an ``(N,3,H,W)`` float tensor in [0,1]. A unit's score
+    on a photo is its maximum over positions (one patch per photo, as in the
+    lecture's figures); ranking is streamed (``StreamingTopK``). Returns
+    ``{layer: TopK}``; ``TopK.patches(unit, photos)`` crops the receptive fields.
+    With ``cache``, results (with their receptive fields) are read from /
+    written to ``runs_dir()``: a cached call runs no forward pass at all.
+    ``batch_size``: photos per forward pass; ``None`` measures the fastest
+    (``attribution.best_batch_size``, once per model and size) when a pass runs.
+
+    >>> top = top_activations(model, ["block2", "block5"], PhotoSet(range(0, 1000, 10)))
+    >>> top["block5"].values.shape        # (112, 9): 112 units, 9 photos each
+    """
+    resolved = resolve_layers(model, layers)  # KeyError with the closest names, before any work
+    names = list(resolved)
+    src = _source(photos) if photos is not None else PhotoSet(size=getattr(model, "input_size", 224))
+    k = _check_int("k", k, 1, len(src))
+    batch_size = _check_batch(batch_size)
+    if workers is not None:
+        _check_int("workers", workers, 0)
+    hw = _input_hw(src)
+    fp = model_fingerprint(model) if cache else ""
+    keys = {n: _digest("topk", fp, resolved[n][0], src.key, k, _FORMAT) for n in names}
+    paths = {n: runs_dir() / "topk" / f"{_safe(str(getattr(model, 'name', 'model')))}-{_safe(resolved[n][0])}-"
+             f"{keys[n][:20]}.pt" for n in names}
+    out: dict[str, TopK] = {}
+    todo = []
+    for n in names:
+        data = _cache_load(paths[n], keys[n]) if cache else None
+        if data is None:
+            todo.append(n)
+        else:
+            out[n] = _topk_result(n, resolved[n][0], data, hw, src.key)
+    if todo:
+        shapes = _probe_shapes(model, todo, hw)
+        rfs: dict[str, dict | None] = {}
+        for n in todo:
+            s = shapes[n]
+            if len(s) not in (1, 3):
+                raise ValueError(f"layer {n!r} outputs shape {s} per image; expected (C,H,W) or (C,)")
+            spatial = len(s) == 3 and s[1] * s[2] > 1
+            rfs[n] = _rf_to_dict(receptive_field(model, n, hw)) if spatial else None  # errors before the pass
+        acc = {n: StreamingTopK(shapes[n][0], k) for n in todo}
+
+        def consume(start: int, acts: dict[str, torch.Tensor]) -> None:
+            for n in todo:
+                acc[n].update(acts[n], start)
+
+        _stream(model, todo, src, batch_size, workers, progress, consume, cache,
+                f"top-{k} of {len(todo)} layer(s)")
+        for n in todo:
+            a = acc[n]
+            data = {"key": keys[n], "values": a.values, "images": a.images, "rows": a.rows, "cols": a.cols,
+                    "map_size": list(a.map_size), "rf": rfs[n]}
+            if cache:
+                _cache_save(paths[n], data)
+            out[n] = _topk_result(n, resolved[n][0], data, hw, src.key)
+    return {n: out[n] for n in names}
+
+
+def activations(
+    model: nn.Module,
+    layers: str | Sequence[str],
+    photos: PhotoSet | TensorImages | torch.Tensor | None = None,
+    *,
+    reduce: str | None = None,
+    dtype: torch.dtype = torch.float32,
+    batch_size: int | None = None,
+    workers: int | None = None,
+    cache: bool = True,
+    progress: bool = True,
+) -> dict[str, torch.Tensor]:
+    """The outputs of each layer for every photo, in one pass: ``{layer: (N, C, H, W) or (N, C)}`` on the CPU.
+
+    ``reduce``: ``None`` (keep the maps), ``"max"`` or ``"mean"`` over positions
+    (``(N, C)``: e.g. ``"mean"`` of the last conv block is the pooled embedding).
+    ``dtype``: storage type (``torch.float16`` halves memory). Refuses, before
+    the pass, a result larger than 4 GiB. Photos, cache and ``batch_size`` as in
+    ``top_activations``.
+
+    >>> emb = activations(model, "pool", photos)["pool"].flatten(1)   # (N, 1280)
+    """
+    resolved = resolve_layers(model, layers)
+    names = list(resolved)
+    if reduce not in REDUCTIONS:
+        raise ValueError(f"unknown reduce {reduce!r}: choose one of None, 'max', 'mean'")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating torch.dtype (torch.float32, torch.float16), got {dtype!r}")
+    src = _source(photos) if photos is not None else PhotoSet(size=getattr(model, "input_size", 224))
+    batch_size = _check_batch(batch_size)
+    if workers is not None:
+        _check_int("workers", workers, 0)
+    n_img = len(src)
+    fp = model_fingerprint(model) if cache else ""
+    keys = {n: _digest("acts", fp, resolved[n][0], src.key, reduce, str(dtype), _FORMAT) for n in names}
+    paths = {n: runs_dir() / "acts" / f"{_safe(str(getattr(model, 'name', 'model')))}-{_safe(resolved[n][0])}-"
+             f"{reduce or 'maps'}-{keys[n][:20]}.pt" for n in names}
+    out: dict[str, torch.Tensor] = {}
+    todo = []
+    for n in names:
+        data = _cache_load(paths[n], keys[n]) if cache else None
+        if data is not None and data["acts"].shape[0] == n_img and data["acts"].dtype == dtype:
+            out[n] = data["acts"]
+        else:
+            todo.append(n)
+    if todo:
+        shapes = _probe_shapes(model, todo, _input_hw(src))
+        out_shapes = {n: (shapes[n][0],) if (reduce is not None and len(shapes[n]) == 3) else shapes[n] for n in todo}
+        total = sum(n_img * int(np.prod(s)) for s in out_shapes.values()) * torch.finfo(dtype).bits // 8
+        if total > _MAX_BYTES:
+            big = ", ".join(f"{n} {out_shapes[n]}" for n in todo)
+            raise ValueError(f"the activations of {n_img} photos would take {total / 2**30:.1f} GiB ({big} per photo), "
+                             f"above the 4 GiB limit: use reduce='max'/'mean', dtype=torch.float16 or fewer photos")
+    if todo:
+        store = {n: torch.empty((n_img, *out_shapes[n]), dtype=dtype) for n in todo}
+
+        def consume(start: int, acts: dict[str, torch.Tensor]) -> None:
+            for n in todo:
+                a = acts[n]
+                if reduce is not None and a.dim() == 4:
+                    a = a.amax((2, 3)) if reduce == "max" else a.mean((2, 3))
+                store[n][start:start + a.shape[0]] = a.to("cpu", dtype)
+
+        _stream(model, todo, src, batch_size, workers, progress, consume, cache,
+                f"activations of {len(todo)} layer(s)")
+        for n in todo:
+            if cache:
+                _cache_save(paths[n], {"key": keys[n], "acts": store[n]})
+            out[n] = store[n]
+    return {n: out[n] for n in names}
