@@ -20,7 +20,7 @@ from typing import Iterable, Iterator
 import torch
 from torch import nn
 
-from .layers import resolve_layers
+from ._names import resolve_layers
 
 __all__ = [
     "frozen",

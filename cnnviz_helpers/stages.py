@@ -12,7 +12,7 @@ callables whose composition is the model's forward pass::
 and, for each spatially local stage, its geometry per axis ``(k, s, p)``:
 output unit ``u`` reads input units ``u*s - p .. u*s - p + k - 1``. The geometry
 is not declared by hand: it is read off the receptive fields traced through the
-real forward pass (``layers._RFMode``), so residual sums, asymmetric 'same'
+real forward pass (``receptive._RFMode``), so residual sums, asymmetric 'same'
 padding and pooling are covered. A stage whose units see the whole map (global
 pooling, squeeze-excitation, fully connected) and everything after it form the
 ``tail``.
@@ -33,7 +33,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .layers import _RFMode, _identity
+from .receptive import _RFMode, _identity
 
 __all__ = ["Chain", "ChainUnavailable", "Stage", "chain_of", "dirty_span", "folded_copy"]
 

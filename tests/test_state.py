@@ -50,7 +50,7 @@ def _relu_rule(rule):
 
 
 # Modules whose public functions taking a ``model`` first must each have a case.
-STATE_MODULES = ["cnnviz_helpers.hooks", "cnnviz_helpers.layers", "cnnviz_helpers.models",
+STATE_MODULES = ["cnnviz_helpers.hooks", "cnnviz_helpers.layers", "cnnviz_helpers.receptive", "cnnviz_helpers.models",
                  "cnnviz_helpers.objectives", "cnnviz_helpers.optimize"]
 
 CASES: dict[str, Case] = {

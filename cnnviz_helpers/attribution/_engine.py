@@ -11,7 +11,8 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from ..hooks import RELU_FAMILY, LayerNotCalledError, frozen, relu_rule
-from ..layers import _device_of, resolve_layer
+from .._names import resolve_layer
+from .._util import device_of
 from .targets import Neuron, Target, _class_targets, _image, _select
 
 __all__ = ["functional_relus"]
@@ -103,7 +104,7 @@ def functional_relus(model: nn.Module, x: torch.Tensor) -> list[str]:
                 handles.append(m.register_forward_pre_hook(pre))
                 handles.append(m.register_forward_hook(post))
         with frozen(model), torch.no_grad(), mode:
-            model(x[:1].to(_device_of(model)))
+            model(x[:1].to(device_of(model)))
     finally:
         for h in handles:
             h.remove()
@@ -150,7 +151,7 @@ def _run(
         taps[("neuron", target.layer, target.at)] = (target.layer, target.at)
     tapper = _Taps(model, taps)  # resolves every layer name (KeyError) before anything runs
     _check_rule(model, x, rule)
-    dev = _device_of(model)
+    dev = device_of(model)
     with relu_rule(model, rule), frozen(model), tapper.active() as acts:
         xg = x.detach().to(dev).requires_grad_(True)  # builds the graph; only what is asked is differentiated
         with torch.enable_grad():

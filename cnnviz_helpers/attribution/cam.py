@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..hooks import frozen
-from ..layers import _device_of, resolve_layer
+from .._names import resolve_layer
+from .._util import device_of
 from ._engine import _Taps, _run
 from .gradients import guided_backprop
 from .targets import _AT, Target, _class_targets, _image
@@ -74,7 +75,7 @@ def cam(
     pool, fdot, pmod, fmod = _cam_head(model, pool, fc)
     tapper = _Taps(model, {"F": (pool, "input")})
     with frozen(model), tapper.active() as acts, torch.no_grad():
-        logits = model(x.to(_device_of(model)))
+        logits = model(x.to(device_of(model)))
         tapper.check()
     feats = acts["F"]
     if feats.dim() != 4 or feats.shape[1] != fmod.in_features:

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..hooks import frozen
-from ..layers import _device_of
+from .._util import device_of
 from .cam import upsample_map
 from .occlusion import _baseline_tensor
 from .targets import _class_targets, _image
@@ -81,7 +81,7 @@ def deletion_insertion(
         raise ValueError(f"attribution must be one 2-D map (H,W), got shape {tuple(attribution.shape)}")
     if tuple(a.shape) != (h, w):
         a = upsample_map(a, (h, w))
-    dev = _device_of(model)
+    dev = device_of(model)
     xd = x.detach().to(dev)
     base = _baseline_tensor(model, xd, baseline).expand_as(xd)
     start = _blur(xd, float(blur_sigma))

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ..hooks import frozen, relu_rule
-from ..layers import _device_of
+from .._util import device_of
 from ._engine import _Taps, _check_rule, _run
 from .targets import Neuron, Target, _class_targets, _image, _select
 
@@ -103,7 +103,7 @@ def _run_unchecked(model: nn.Module, xb: torch.Tensor, target, rule: str) -> tor
     tapper = _Taps(model, taps)
     _check_rule(model, xb.clamp(0, 1), rule)
     with relu_rule(model, rule), frozen(model), tapper.active() as acts:
-        xg = xb.detach().to(_device_of(model)).requires_grad_(True)
+        xg = xb.detach().to(device_of(model)).requires_grad_(True)
         with torch.enable_grad():
             logits = model(xg)
             tapper.check()

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ..hooks import frozen
-from ..layers import _device_of
+from .._util import device_of
 from .targets import _image
 
 __all__ = ["OcclusionResult", "OCCLUSION_METHODS", "best_batch_size", "occlusion", "occlusion_positions"]
@@ -118,11 +118,11 @@ def best_batch_size(
     (``occlusion``, ``dataset``): CPU convolutions run markedly faster in it.
     """
     h, w = size
-    key = (int(h), int(w), str(_device_of(model)), torch.get_num_threads())
+    key = (int(h), int(w), str(device_of(model)), torch.get_num_threads())
     cache = _BATCH_CACHE.setdefault(model, {})
     if key in cache:
         return cache[key]
-    dev = _device_of(model)
+    dev = device_of(model)
     best, best_rate, worse = candidates[0], 0.0, 0
     with frozen(model), torch.no_grad():
         for b in candidates:
@@ -228,7 +228,7 @@ def occlusion(
     ys, xs = occlusion_positions((h, w), win, st)
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"batch_size must be None (measure) or an integer >= 1, got {batch_size!r}")
-    dev = _device_of(model)
+    dev = device_of(model)
     xd = x.detach().to(dev)
     base_img = _baseline_tensor(model, xd, baseline).expand_as(xd)
     positions = [(y, c) for y in ys for c in xs]

@@ -7,7 +7,7 @@ from typing import Iterator, Sequence
 import torch
 from torch import nn
 
-from ..layers import resolve_layer
+from .._names import resolve_layer
 
 __all__ = ["cascading_randomization", "rank_correlation"]
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from ..hooks import frozen
 from ..images import check_image
-from ..layers import _device_of
+from .._util import device_of
 
 __all__ = ["Neuron", "Target", "class_scores"]
 
@@ -133,7 +133,7 @@ def class_scores(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """
     x = _image(x)
     with frozen(model), torch.no_grad():
-        return model(x.to(_device_of(model))).to(x.device)
+        return model(x.to(device_of(model))).to(x.device)
 
 
 def _image(x: torch.Tensor, name: str = "x") -> torch.Tensor:

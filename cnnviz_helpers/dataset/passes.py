@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from ..hooks import capture, relu_rule
-from ..layers import receptive_field, resolve_layers
+from .._names import resolve_layers
+from ..receptive import receptive_field
 from .cache import _FORMAT, _cache_load, _cache_save, _check_int, _digest, _safe, model_fingerprint, runs_dir
 from .photos import PhotoSet, TensorImages, _bar, _input_hw, _source
 from .topk import StreamingTopK, TopK, _rf_to_dict, _topk_result

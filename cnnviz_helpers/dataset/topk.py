@@ -7,7 +7,7 @@ import numbers
 import numpy as np
 import torch
 
-from ..layers import ReceptiveField
+from ..receptive import ReceptiveField
 from .photos import PhotoSet, TensorImages, _source
 
 __all__ = ["StreamingTopK", "TopK"]
