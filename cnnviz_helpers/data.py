@@ -23,6 +23,7 @@ from typing import Callable, Sequence
 import torch
 
 from .config import DATA_URL_ENV, data_dir
+from .labels import class_index
 
 __all__ = [
     "REGISTRY_PATH",
@@ -174,41 +175,6 @@ def sample_names() -> tuple[str, ...]:
     if len(names) != 1000:  # pragma: no cover - broken registry
         raise RuntimeError(f"expected 1000 ImageNet samples in the registry, found {len(names)}")
     return tuple(names)
-
-
-def _norm(s: str) -> str:
-    return s.strip().lower().replace("_", " ").replace("-", " ")
-
-
-def class_index(name_or_index: int | str, categories: Sequence[str] | None = None) -> int:
-    """ImageNet class index (0..999) from an index or a class name ("tabby", "golden retriever").
-
-    Names are matched case-insensitively, with ``_`` as a space. An unknown name
-    raises ``KeyError`` with the closest names; an ambiguous one (ImageNet has
-    two "crane" classes) raises ``ValueError`` with their indices.
-    """
-    if categories is None:
-        from .models import imagenet_categories
-
-        categories = imagenet_categories()
-    n = len(categories)
-    if isinstance(name_or_index, bool):
-        raise TypeError("a class must be an index or a name, not a bool")
-    if isinstance(name_or_index, int):
-        if not 0 <= name_or_index < n:
-            raise IndexError(f"class index {name_or_index} is out of range: valid indices are 0..{n - 1}")
-        return name_or_index
-    if not isinstance(name_or_index, str):
-        raise TypeError(f"a class must be an index or a name, got {type(name_or_index).__name__}")
-    key = _norm(name_or_index)
-    hits = [i for i, c in enumerate(categories) if _norm(c) == key]
-    if len(hits) == 1:
-        return hits[0]
-    if len(hits) > 1:
-        raise ValueError(f"class name {name_or_index!r} is ambiguous: indices {hits}; pass the index instead")
-    close = difflib.get_close_matches(key, [_norm(c) for c in categories], n=5)
-    hint = f" Closest: {', '.join(close)}." if close else ""
-    raise KeyError(f"unknown ImageNet class {name_or_index!r}.{hint}")
 
 
 def sample_path(cls: int | str, **kw) -> Path:

@@ -25,6 +25,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from .labels import imagenet_categories
+
 __all__ = [
     "MODEL_NAMES",
     "EMBEDDED_MODELS",
@@ -144,7 +146,7 @@ class CourseModel(nn.Module):
 
     def class_index(self, name_or_index: int | str) -> int:
         """Class index from an index or a class name (case-insensitive; spaces or underscores)."""
-        from .data import class_index
+        from .labels import class_index
 
         return class_index(name_or_index, self.categories)
 
@@ -173,13 +175,6 @@ def default_device() -> torch.device:
     if mps is not None and mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
-
-
-def imagenet_categories() -> list[str]:
-    """The 1000 ImageNet class names, in index order (torchvision's weights metadata; offline)."""
-    from torchvision.models import AlexNet_Weights
-
-    return list(AlexNet_Weights.IMAGENET1K_V1.meta["categories"])
 
 
 # ---------------------------------------------------------------- embedded models
