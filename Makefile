@@ -1,5 +1,7 @@
 # cnnviz: the two commands of the README, each self-contained from a fresh clone.
-#   make lab    create .venv if missing, install, open JupyterLab on the course
+#   make lab    create .venv if missing, install, open JupyterLab on the course (lesson 03)
+#               headless or remote: make lab LAB_ARGS="--no-browser --port=8890", then open the URL it prints;
+#               another lesson: make lab LESSON=05
 #   make test   create .venv if missing, install, run every test (units, notebooks, website, browser)
 # and:
 #   make book   build the website into _build/site (offline, lessons executed in quick mode)
@@ -12,6 +14,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.cnnviz-installed
 MATHJAX := notebooks/_vendor/mathjax/tex-mml-chtml.js
 PYTEST_ARGS ?=
+LAB_ARGS ?=
+LESSON ?= 03_activation_maps
 
 # The kernels must use Jupyter's inline backend: an MPLBACKEND such as Agg inherited from the
 # shell would make every plt.show() in a lesson draw nothing (blank website pages and lessons).
@@ -25,24 +29,24 @@ endif
 
 .PHONY: lab test book doctor bench install clean
 
-$(STAMP): pyproject.toml jupyter/overrides.json
+$(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "cnnviz needs Python >= 3.11, found " + sys.version.split()[0]'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade "pip>=24"
 	$(BIN)/python -m pip install -e ".[test,lab,book]"
-	mkdir -p $(VENV)/share/jupyter/lab/settings
-	cp jupyter/overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
+	$(BIN)/python -m cnnviz_helpers lab --setup-only
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (ipykernel)"
 	touch $(STAMP)
 
 install: $(STAMP)
 
-# prepare: the course images fetched (once; then everything runs offline) and the 1000 photos decoded
-# into the cache, so lessons 01 and 13 skip JPEG decoding. Offline without them it says why; the lab
-# opens anyway ("-").
+# `python -m cnnviz_helpers lab` (cnnviz_helpers/lab.py; conda users run the same command): installs the
+# settings that open the .md lessons as notebooks, runs `prepare` (the course images fetched once, then
+# everything runs offline; the 1000 photos decoded so lessons 01 and 13 skip JPEG decoding; offline it
+# says why in one line and goes on), then starts JupyterLab on notebooks/ with lesson 03 as its start page
+# (--allow-root when run as root). LESSON=05 opens another lesson; LAB_ARGS go to `jupyter lab`.
 lab: $(STAMP)
-	-$(BIN)/python -m cnnviz_helpers prepare
-	$(BIN)/jupyter lab --notebook-dir=notebooks 03_activation_maps.md
+	$(BIN)/python -m cnnviz_helpers lab --notebooks notebooks $(LESSON) $(LAB_ARGS)
 
 test: $(STAMP)
 	CNNVIZ_QUICK=1 $(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)

@@ -1,4 +1,4 @@
-"""Command line: ``python -m cnnviz_helpers doctor``, ``... prepare`` and ``... classify IMAGE...``."""
+"""Command line: ``python -m cnnviz_helpers doctor``, ``... prepare``, ``... classify IMAGE...`` and ``... lab``."""
 from __future__ import annotations
 
 import argparse
@@ -65,26 +65,60 @@ def doctor(out=sys.stdout) -> int:
     return 0 if ready else 1
 
 
+def _one_line(e: BaseException, limit: int = 240) -> str:
+    text = " ".join(f"{type(e).__name__}: {e}".split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def fetch_course_images(progress: bool = True) -> str | None:
+    """Fetch every course image not yet in the cache (sha256-verified). None when all are there,
+    else why not, in one line (offline without ``CNNVIZ_DATA``, a full disk, a bad mirror ...).
+
+    The first missing file is fetched alone, without a progress bar: offline, that
+    one attempt says so and nothing else is printed.
+    """
+    import logging
+
+    import pooch
+
+    from .config import data_dir
+    from .data import fetch, fetch_all, registry
+
+    reg = registry()
+    names = sorted(reg)
+    log = pooch.get_logger()
+    level = log.level
+    log.setLevel(logging.WARNING)  # not one "Downloading data from ..." line per file
+    try:
+        first = next((n for n in names if not (data_dir() / n).exists()), None)
+        if first is not None:
+            fetch(first, reg=reg)
+        fetch_all(names, progress=progress)
+    except Exception as e:  # report, never a traceback: the caller decides whether to go on
+        return _one_line(e)
+    finally:
+        log.setLevel(level)
+    return None
+
+
 def prepare(size: int = 224, out=sys.stdout, err=sys.stderr) -> int:
     """Fetch every course image (sha256-verified; then the course runs offline) and decode the 1000
     photos once, at ``size``, into the runs cache.
 
     Lessons 01 and 13 then pass over decoded tensors: their first pass costs the
-    forward passes only. Returns 0, or 1 (with the reason) when the images cannot
-    be fetched, e.g. offline without ``CNNVIZ_DATA``.
+    forward passes only. Returns 0, or 1 (with the reason, in one line) when the
+    images cannot be fetched, e.g. offline without ``CNNVIZ_DATA``; 2 for a bad ``size``.
     """
-    from .data import fetch_all, registry
     from .dataset import PhotoSet
 
     if isinstance(size, bool) or not isinstance(size, int) or size < 8:
         print(f"error: --size must be an integer >= 8 (pixels), got {size!r}", file=err)
         return 2
     t = time.perf_counter()
-    try:
-        fetch_all(sorted(registry()), progress=True)
-    except Exception as e:  # offline without a local copy: say why, the course still opens
-        print(f"error: the course images could not be fetched ({type(e).__name__}: {e}).\n"
-              f"The lessons need them: connect once, or set CNNVIZ_DATA to a folder that has them.", file=err)
+    problem = fetch_course_images()
+    if problem is not None:
+        print(f"error: the course images could not be fetched ({problem}). The lessons need them: "
+              f"connect once, or set CNNVIZ_DATA to a folder that has them.", file=err)
         return 1
     photos = PhotoSet(size=size)
     had = photos.cache_file.exists()
@@ -138,6 +172,11 @@ def classify(paths: Sequence[str], model_name: str = "efficientnet_lite0", top: 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["lab"]:  # its options, and jupyter lab's, are parsed by lab.main
+        from .lab import main as lab_main
+
+        return lab_main(argv[1:])
     from .models import MODEL_NAMES
 
     ap = argparse.ArgumentParser(prog="python -m cnnviz_helpers", description="cnnviz course helpers")
@@ -151,6 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     c.add_argument("--model", default="efficientnet_lite0", choices=MODEL_NAMES)
     c.add_argument("--top", type=int, default=5)
     c.add_argument("--batch", type=int, default=16)
+    sub.add_parser("lab", add_help=False, help="open the course in JupyterLab (what `make lab` runs; "
+                   "`lab --help` for its options)")
     a = ap.parse_args(argv)
     if a.cmd == "doctor":
         return doctor()
