@@ -131,15 +131,22 @@ def prepare(size: int = 224, out=sys.stdout, err=sys.stderr) -> int:
 
 def classify(paths: Sequence[str], model_name: str = "efficientnet_lite0", top: int = 5, batch: int = 16,
              out=sys.stdout, err=sys.stderr) -> int:
-    """Top-``top`` labels per file; unreadable files get one line on ``err``; 1 if any failed."""
+    """Top-``top`` labels per file; unreadable files get one line on ``err``; 1 if any failed.
+
+    Each batch of ``batch`` files is printed (and flushed) as soon as the model
+    has seen it, each error line as soon as its file fails: a bad file, even a
+    decompression bomb, costs only its own line, and an unexpected error (or
+    Ctrl-C) still prints the results of the files already loaded.
+    """
     import torch
 
     from .hooks import frozen
     from .images import ImageLoadError, center_crop, load_image, resize_short_side
     from .models import load_model
 
-    if top < 1:
-        raise SystemExit(f"--top must be at least 1, got {top}")
+    for what, v in (("--top", top), ("--batch", batch)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise SystemExit(f"{what} must be at least 1, got {v!r}")
     model = load_model(model_name)
     failed = 0
     pending: list[tuple[str, torch.Tensor]] = []
@@ -147,27 +154,32 @@ def classify(paths: Sequence[str], model_name: str = "efficientnet_lite0", top: 
     def flush() -> None:
         if not pending:
             return
-        x = torch.cat([t for _, t in pending]).to(model.device)
+        done = list(pending)
+        pending.clear()  # taken once, even if the forward pass raises
+        x = torch.cat([t for _, t in done]).to(model.device)
         with frozen(model), torch.no_grad():
             prob = model(x).softmax(-1)
         vals, idx = prob.topk(min(top, prob.shape[-1]), dim=-1)
-        for (path, _), v, i in zip(pending, vals, idx):
+        for (path, _), v, i in zip(done, vals, idx):
             labels = ", ".join(f"{model.categories[int(k)]} ({float(pv):.3f})" for pv, k in zip(v, i))
             print(f"{path}: {labels}", file=out)
-        pending.clear()
+        out.flush()
 
-    for path in paths:
-        try:
-            x = load_image(path)
-            x = center_crop(resize_short_side(x, model.resize_size), model.input_size)
-        except (ImageLoadError, FileNotFoundError, OSError, ValueError) as e:
-            print(f"error: {path}: {e}", file=err)
-            failed += 1
-            continue
-        pending.append((path, x))
-        if len(pending) >= batch:
-            flush()
-    flush()
+    try:
+        for path in paths:
+            try:
+                x = load_image(path)
+                x = center_crop(resize_short_side(x, model.resize_size), model.input_size)
+            except (ImageLoadError, FileNotFoundError) as e:
+                print(f"error: {path}: {e}", file=err)
+                err.flush()
+                failed += 1
+                continue
+            pending.append((path, x))
+            if len(pending) >= batch:
+                flush()
+    finally:
+        flush()
     return 1 if failed else 0
 
 

@@ -126,10 +126,16 @@ class CourseModel(nn.Module):
         """Load ``image`` (path, PIL image, array or tensor) as ``(1,3,S,S)`` in [0,1] on the model's device.
 
         Resize the short side to ``resize_size`` then centre-crop ``input_size``
-        (``crop=False``: resize the short side to ``input_size`` only).
+        (``crop=False``: resize the short side to ``input_size`` only). Takes
+        what ``load_image`` takes: a uint8 tensor from ``torchvision.io.read_image``
+        is divided by 255; a float tensor outside [0,1] (0..255, or already
+        normalized) is refused, naming the range found. Files are made upright by
+        their EXIF orientation.
         """
         from .images import center_crop, load_image, resize_short_side
 
+        if not isinstance(crop, bool):
+            raise TypeError(f"crop must be True or False, got {crop!r}")
         x = load_image(image)
         if crop:
             x = center_crop(resize_short_side(x, self.resize_size), self.input_size)
@@ -152,9 +158,11 @@ class CourseModel(nn.Module):
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, top: int = 5) -> list[list[tuple[int, str, float]]]:
-        """Top-``top`` (index, name, probability) per image, in eval mode, state restored."""
+        """Top-``top`` (index, name, probability) per image of ``x`` (N,3,H,W) in [0,1]; eval mode, state restored."""
+        from ._checks import check_image
         from .hooks import frozen
 
+        x = check_image(x, "predict's x")
         with frozen(self):
             p = self(x.to(self.device)).softmax(-1)
         vals, idx = p.topk(top, dim=-1)

@@ -461,7 +461,8 @@ def style(targets: Mapping[str, torch.Tensor], weights: Mapping[str, float] | No
 
 def features(model: nn.Module, x: torch.Tensor, layers: str | Iterable[str]) -> dict[str, torch.Tensor]:
     """Activations of ``layers`` for images ``x`` ``(N,3,H,W)`` in [0,1], detached: the targets of
-    ``feature_match``, ``content`` and (through ``gram_matrix``) ``style``.
+    ``feature_match``, ``content`` and (through ``gram_matrix``) ``style``. An ``x`` outside [0,1]
+    (normalized, or 0..255) or of an integer dtype is refused before anything runs.
 
     Runs one forward pass without gradients, with in-place ReLUs switched off so
     that a convolution's output is recorded before rectification; the model is
@@ -469,13 +470,14 @@ def features(model: nn.Module, x: torch.Tensor, layers: str | Iterable[str]) -> 
 
     >>> phi0 = features(model, photo, ["block3", "pool"])   # {"block3": (1,40,28,28), "pool": (1,1280,1,1)}
     """
+    from ._checks import check_image
     from .hooks import capture, relu_rule
-    from .images import check_image
     from .layers import resolve_layers
 
+    x = check_image(x, "features' x")                 # a normalized or 0..255 photo would give wrong targets
     names = [layers] if isinstance(layers, str) else list(layers)
     resolve_layers(model, names)                      # KeyError with close names, before anything runs
-    x = check_image(x).to(_device(model))
+    x = x.to(_device(model))
     # in-place ReLUs would overwrite a recorded conv output: switch them off (restored on exit)
     with relu_rule(model, "gradient"), capture(model, names, detach=True) as rec:
         with torch.no_grad():

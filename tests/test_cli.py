@@ -41,16 +41,23 @@ def test_doctor_not_ready_with_empty_cache(tmp_path):
 def test_classify_reports_bad_files_and_goes_on(tmp_path):
     if not (SHARED / sample_names()[281]).exists():
         pytest.skip(f"the course image mirror is not at {SHARED}")
+    from test_hostile_inputs import png_declaring
+
     junk = tmp_path / "junk.jpg"
     junk.write_bytes(b"nope")
-    good = SHARED / sample_names()[207]  # golden retriever
-    r = run("classify", str(junk), str(tmp_path / "missing.png"), str(good), "--top", "3")
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_declaring(30000, 30000))  # a decompression bomb: one error line, not a traceback
+    good, tabby = SHARED / sample_names()[207], SHARED / sample_names()[281]  # golden retriever, tabby
+    r = run("classify", str(tabby), str(junk), str(tmp_path / "missing.png"), str(bomb), str(good), "--top", "3")
     assert r.returncode == 1
     errs = r.stderr.strip().splitlines()
-    assert len(errs) == 2 and errs[0].startswith(f"error: {junk}:") and "missing.png" in errs[1]
+    assert len(errs) == 3 and errs[0].startswith(f"error: {junk}:") and "missing.png" in errs[1], r.stderr
+    assert errs[2].startswith(f"error: {bomb}: '{bomb}' declares an image too large to decode safely")
+    assert "900000000 pixels" in errs[2] and "Traceback" not in r.stderr
     lines = r.stdout.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"{good}: golden retriever (")
-    assert lines[0].count("(") == 3
+    assert len(lines) == 2 and lines[0].startswith(f"{tabby}: ") and "tabby (" in lines[0]  # top-3: Egyptian cat first
+    assert lines[1].startswith(f"{good}: golden retriever (")
+    assert lines[1].count("(") == 3
     assert run("classify", "x.jpg", "--model", "resnet").returncode == 2  # argparse names the valid choices
 
 
