@@ -13,8 +13,10 @@ Introduced in lesson 03; the whole set is used by lessons 01 and 13.
 from __future__ import annotations
 
 import difflib
+import errno
 import hashlib
 import os
+import shutil
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -40,6 +42,9 @@ __all__ = [
     "ImageNetSamples",
     "cache_status",
     "HashMismatchError",
+    "DownloadError",
+    "CacheNotWritableError",
+    "CacheFullError",
 ]
 
 REGISTRY_PATH = Path(__file__).resolve().parent.parent / "data" / "registry.txt"
@@ -47,7 +52,19 @@ STYLE_IMAGES = ("starry_night", "the_scream", "shipwreck", "tubingen")
 
 
 class HashMismatchError(ValueError):
-    """A file's sha256 differs from the registry's."""
+    """A downloaded file's sha256 differs from the registry's: a corrupt download or a changed mirror."""
+
+
+class DownloadError(ConnectionError):
+    """The server could not be reached (offline?) or refused the file (HTTP error)."""
+
+
+class CacheNotWritableError(PermissionError):
+    """The cache folder cannot be created or written to (read-only, or owned by someone else)."""
+
+
+class CacheFullError(OSError):
+    """The disk of the cache folder is full (ENOSPC)."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +134,12 @@ def fetch(
     downloaded (from its pinned URL, or ``base_url``/``$CNNVIZ_DATA_URL`` + name);
     a download whose hash does not match raises ``HashMismatchError`` and
     leaves nothing in the cache. A cached file with a wrong hash is replaced.
+
+    Each failure has its own error and advice: ``DownloadError`` (a
+    ``ConnectionError``: offline, or an HTTP error from the mirror),
+    ``CacheNotWritableError`` (a ``PermissionError``: read-only cache folder),
+    ``CacheFullError`` (an ``OSError`` with ``errno.ENOSPC``: the disk is full),
+    ``HashMismatchError`` (corrupt download or changed mirror).
     """
     reg = reg if reg is not None else registry()
     if name not in reg:
@@ -136,19 +159,63 @@ def fetch(
             url, known_hash=f"sha256:{entry.sha256}", fname=Path(name).name,
             path=path.parent, progressbar=progress,
         )
-    except ValueError as e:
-        if "hash" in str(e).lower():
-            raise HashMismatchError(
-                f"download of {name!r} from {url} does not match the registry's sha256 {entry.sha256[:12]}...: "
-                f"refused, nothing kept in {path.parent}"
-            ) from e
-        raise
     except Exception as e:
-        raise ConnectionError(
-            f"cannot download {name!r} from {url} into {path.parent} ({type(e).__name__}: {e}). Offline? "
-            f"Point CNNVIZ_DATA at a folder that already holds the course images, or set CNNVIZ_DATA_URL to a mirror."
-        ) from None
+        why = _fetch_error(e, entry, url, path)
+        if why is None:  # unforeseen: as it is, not guessed at
+            raise
+        raise why from (None if isinstance(why, DownloadError) else e)  # requests' traceback adds nothing
     return Path(got)
+
+
+_NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def _fetch_error(e: Exception, entry: Entry, url: str, path: Path) -> Exception | None:
+    """The error that says what went wrong in ``fetch`` and what to do; None if ``e`` is unforeseen."""
+    import requests
+
+    name, folder = entry.name, path.parent
+    if isinstance(e, requests.HTTPError) and e.response is not None:
+        return DownloadError(
+            f"cannot download {name!r}: {url} answered HTTP {e.response.status_code} {e.response.reason}. "
+            f"The mirror lacks the file or moved: check CNNVIZ_DATA_URL, or point CNNVIZ_DATA at a folder "
+            f"that already holds the course images."
+        )
+    if isinstance(e, requests.RequestException):  # before OSError: requests' errors are IOErrors
+        return DownloadError(
+            f"cannot download {name!r} from {url} into {folder} ({type(e).__name__}: {e}). Offline? "
+            f"Point CNNVIZ_DATA at a folder that already holds the course images, or set CNNVIZ_DATA_URL to a mirror."
+        )
+    if isinstance(e, ValueError) and "hash" in str(e).lower():
+        return HashMismatchError(
+            f"download of {name!r} from {url} does not match the registry's sha256 {entry.sha256[:12]}...: "
+            f"refused, nothing kept in {folder}. The file is corrupt or the mirror changed it (this is not "
+            f"an offline problem): try again, or use another mirror (CNNVIZ_DATA_URL)."
+        )
+    if isinstance(e, PermissionError) or (isinstance(e, OSError) and e.errno in _NOT_WRITABLE):
+        stale = " (the cached copy there has a wrong hash and must be replaced)" if path.exists() else ""
+        return CacheNotWritableError(
+            f"cannot write {name!r} into the cache folder {folder}: it is not writable{stale} "
+            f"({type(e).__name__}: {e}). Set CNNVIZ_DATA to a writable folder (the course images go there), "
+            f"or to a folder that already holds them."
+        )
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        return CacheFullError(
+            errno.ENOSPC,
+            f"cannot download {name!r} into {folder}: the disk is full ({_free(folder)} free). Free some space, "
+            f"or set CNNVIZ_DATA to a folder on a disk with room (the 1004 course images take about 110 MB)."
+        )
+    return None
+
+
+def _free(folder: Path) -> str:
+    p = folder
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        return f"{shutil.disk_usage(p).free / 1e6:.1f} MB"
+    except OSError:  # pragma: no cover - unreadable mount
+        return "unknown"
 
 
 def fetch_all(names: Sequence[str], *, cache: str | Path | None = None, base_url: str | None = None,
