@@ -14,7 +14,7 @@ from torch import nn
 
 from ._names import _aliases, layer_names, resolve_layer, resolve_layers
 from ._util import device_of, size_pair
-from .hooks import frozen
+from .hooks import capture
 from .receptive import ReceptiveField, receptive_field
 
 __all__ = ["LayerInfo", "list_layers", "resolve_layer", "resolve_layers", "layer_names", "ReceptiveField", "receptive_field"]
@@ -58,31 +58,16 @@ def list_layers(
 
     ``input_size``: H or (H, W); default the model's ``input_size`` (224 otherwise).
     ``aliased_only=True`` keeps the rows that have a lecture alias.
-    The model's state is left exactly as found (see ``hooks.frozen``).
+    The model's state is left exactly as found (see ``hooks.capture``).
     """
     h, w = size_pair(input_size if input_size is not None else getattr(model, "input_size", 224))
     by_module: dict[str, list[str]] = {}
     for a, d in _aliases(model).items():
         by_module.setdefault(d, []).append(a)
-    shapes: dict[str, tuple[int, ...]] = {}
-    handles = []
-    try:
-        with frozen(model):
-            for n, m in model.named_modules():
-                if not n:
-                    continue
-
-                def hook(mod, inp, out, n=n):
-                    if isinstance(out, torch.Tensor) and n not in shapes:
-                        shapes[n] = tuple(out.shape[1:])
-
-                handles.append(m.register_forward_hook(hook))
-            dev = device_of(model)
-            with torch.no_grad():
-                model(torch.zeros(1, 3, h, w, device=dev))
-    finally:
-        for hd in handles:
-            hd.remove()
+    names = [n for n, _ in model.named_modules() if n]
+    with capture(model, names, detach=True) as rec, torch.no_grad():
+        model(torch.zeros(1, 3, h, w, device=device_of(model)))
+    shapes = {n: tuple(t.shape[1:]) for n, t in rec.activations.items()}
     rows = LayerTable()
     for n, m in model.named_modules():
         if not n:

@@ -40,8 +40,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .hooks import capture, frozen, relu_rule
-from .layers import resolve_layers
+from ._names import resolve_layers
+from ._util import device_of
+from .hooks import capture, frozen
 from .objectives import Context, Objective, log_prob
 from .params import Param, PixelParam, from_image
 
@@ -152,10 +153,6 @@ def _make_optimizer(optimizer, leaves: list[torch.Tensor], lr: float) -> torch.o
     }[optimizer]()
 
 
-class _Stop(Exception):
-    """Raised by a forward hook once every declared layer has been recorded (the rest is not needed)."""
-
-
 def _callbacks(callback) -> list[Callable[[Step], Any]]:
     if callback is None:
         return []
@@ -164,12 +161,6 @@ def _callbacks(callback) -> list[Callable[[Step], Any]]:
         if not callable(c):
             raise TypeError(f"callback must be a callable f(step) or a list of them, got {type(c).__name__} {c!r}")
     return cbs
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
 
 
 def optimize(
@@ -207,13 +198,111 @@ def optimize(
 
     Raises before any work on a bad argument or an unknown layer name.
     """
-    # ---- validate everything before any hook or step
+    param, cbs, generator = _checked(model, objective, param, steps=steps, lr=lr, optimizer=optimizer,
+                                     transforms=transforms, project=project, callback=callback, generator=generator)
+    names = list(objective.layers)
+    if names:
+        resolve_layers(model, names)   # KeyError with close names, before any hook
+    leaves = param.parameters()
+    opt = _make_optimizer(optimizer, leaves, float(lr))
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=steps, desc=desc if desc is not None else _short(repr(objective)), disable=not progress,
+               leave=True)
+    run = _Run(steps, bar)
+    try:
+        with _scorer(model, objective, names) as score_of:
+            try:
+                _ascend(run, param, leaves, opt, score_of, transforms, generator, project, cbs)
+            except KeyboardInterrupt:
+                run.interrupted = True
+                param.constrain_()            # a step may have been cut between update and clamp
+                if project is not None:
+                    _project(param, project)
+    finally:
+        for p in leaves:
+            p.grad = None
+        bar.close()
+    n = param.shape[0]
+    hist = torch.stack(run.scores).cpu() if run.scores else torch.empty(0, n)
+    return Result(image=param.image(), scores=hist, steps=run.done, interrupted=run.interrupted,
+                  stopped=run.stopped, param=param)
+
+
+@dataclass
+class _Run:
+    """The state of one run of ``optimize``: what the loop has done so far."""
+
+    steps: int
+    bar: Any
+    scores: list[torch.Tensor] = field(default_factory=list)
+    done: int = 0
+    interrupted: bool = False
+    stopped: bool = False
+
+
+def _ascend(run: _Run, param: Param, leaves: list[torch.Tensor], opt: torch.optim.Optimizer,
+            score_of: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor], transforms, generator,
+            project, cbs: list[Callable[[Step], Any]]) -> None:
+    """The optimization loop itself: render, transform, score, step uphill, constrain."""
+    for t in range(run.steps):
+        x = param()
+        xt = transforms(x, generator) if transforms is not None else x
+        score = score_of(x, xt, t)
+        s = score.detach()
+        run.scores.append(s)
+        if cbs and any([bool(cb(Step(t, run.steps, x.detach().clone(), s.clone()))) for cb in cbs]):
+            run.stopped, run.done = True, t + 1
+            return
+        grads = torch.autograd.grad(score.sum(), leaves)
+        for p, g in zip(leaves, grads):
+            p.grad = -g             # descending -g ascends the score
+        opt.step()
+        param.constrain_()
+        if project is not None:
+            _project(param, project)
+        run.done = t + 1
+        run.bar.update(1)
+        if t % 10 == 0 or t == run.steps - 1:
+            run.bar.set_postfix(score=f"{float(s.mean()):.4g}", refresh=False)
+
+
+@contextlib.contextmanager
+def _scorer(model: nn.Module, objective: Objective, names: list[str]):
+    """``score_of(x, xt, t)``: the objective's score of the image ``x`` seen as ``xt``, for the block.
+
+    Only the layers the objective declares are captured; when it needs no logits
+    the forward pass stops after the deepest of them. The model is frozen and
+    its in-place modules switched off for the block (``hooks.capture``).
+    """
+    def score(x, xt, logits, acts):
+        s = objective(Context(image=x, input=xt, logits=logits, activations=acts))
+        if not s.requires_grad:
+            raise RuntimeError(f"objective {objective!r} does not depend on the image: nothing to optimize")
+        return s
+
+    if not names:
+        with frozen(model):
+            yield lambda x, xt, t: score(x, xt, model(xt), {})
+        return
+    with capture(model, names, stop=not objective.needs_logits) as rec:
+        def score_of(x, xt, t):
+            logits = rec.run(xt)
+            if t == 0:
+                rec.check_unmodified()
+            return score(x, xt, logits, {n: rec.activations[n] for n in names})
+
+        yield score_of
+
+
+def _checked(model, objective, param, *, steps, lr, optimizer, transforms, project, callback, generator):
+    """Validate every argument of ``optimize`` before any hook or step: ``(param, callbacks, generator)``."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(objective, Objective):
         raise TypeError(f"objective must be an Objective (see cnnviz_helpers.objectives), got "
                         f"{type(objective).__name__} {objective!r}")
-    device = _model_device(model)
+    device = device_of(model)
     if param is None:
         from .params import pixels
 
@@ -247,103 +336,7 @@ def optimize(
         generator = torch.Generator().manual_seed(0)
     elif not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    names = list(objective.layers)
-    resolved = resolve_layers(model, names) if names else {}   # KeyError with close names, before any hook
-
-    leaves = param.parameters()
-    opt = _make_optimizer(optimizer, leaves, float(lr))
-    scores: list[torch.Tensor] = []
-    interrupted = stopped = False
-    done = 0
-
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=steps, desc=desc if desc is not None else _short(repr(objective)), disable=not progress,
-               leave=True)
-    stop_handles: list = []
-    versions: dict[int, int] = {}
-    ctx_capture = capture(model, names) if names else contextlib.nullcontext(None)
-    early_stop = bool(names) and not objective.needs_logits
-    try:
-        # relu_rule "gradient": the ordinary backward, with in-place ReLUs switched off for the run (else a
-        # hooked conv output would be rectified in place and its gradient cut); restored on exit
-        with frozen(model), relu_rule(model, "gradient"), ctx_capture as rec:
-            if names:
-                def after_hook(mod, inp, out):
-                    t = out if isinstance(out, torch.Tensor) else out[0]
-                    versions.setdefault(id(t), t._version)   # to detect later in-place changes
-                    if early_stop and all(n in rec.activations for n in names):
-                        raise _Stop
-
-                for m in {id(m): m for _, m in resolved.values()}.values():
-                    stop_handles.append(m.register_forward_hook(after_hook))
-            try:
-                for t in range(steps):
-                    x = param()
-                    xt = transforms(x, generator) if transforms is not None else x
-                    if rec is not None:
-                        rec.activations.clear()
-                        versions.clear()
-                    logits = None
-                    try:
-                        logits = model(xt)
-                    except _Stop:
-                        pass
-                    if rec is not None:
-                        rec.check_called()
-                        if t == 0:
-                            _check_not_modified(rec, names, versions)
-                    ctx = Context(image=x, input=xt, logits=logits,
-                                  activations={n: rec.activations[n] for n in names} if rec is not None else {})
-                    score = objective(ctx)
-                    if not score.requires_grad:
-                        raise RuntimeError(f"objective {objective!r} does not depend on the image: nothing to optimize")
-                    s = score.detach()
-                    scores.append(s)
-                    if cbs:
-                        info = Step(t, steps, x.detach().clone(), s.clone())
-                        if any([bool(cb(info)) for cb in cbs]):
-                            stopped = True
-                            done = t + 1
-                            break
-                    grads = torch.autograd.grad(score.sum(), leaves)
-                    for p, g in zip(leaves, grads):
-                        p.grad = -g             # descending -g ascends the score
-                    opt.step()
-                    param.constrain_()
-                    if project is not None:
-                        _project(param, project)
-                    done = t + 1
-                    bar.update(1)
-                    if t % 10 == 0 or t == steps - 1:
-                        bar.set_postfix(score=f"{float(s.mean()):.4g}", refresh=False)
-            except KeyboardInterrupt:
-                interrupted = True
-                param.constrain_()            # a step may have been cut between update and clamp
-                if project is not None:
-                    _project(param, project)
-    finally:
-        for h in stop_handles:
-            h.remove()
-        for p in leaves:
-            p.grad = None
-        bar.close()
-    n = param.shape[0]
-    hist = torch.stack(scores).cpu() if scores else torch.empty(0, n)
-    return Result(image=param.image(), scores=hist, steps=done, interrupted=interrupted, stopped=stopped,
-                  param=param)
-
-
-def _check_not_modified(rec, names: list[str], versions: dict[int, int]) -> None:
-    """Raise if a recorded activation was changed in place later in forward() (its value is not the layer's)."""
-    for n in names:
-        a = rec.activations[n]
-        if a._version != versions.get(id(a), a._version):
-            raise RuntimeError(
-                f"the output of layer {n!r} ({rec.dotted[n]}) is modified in place later in the model's forward() "
-                f"(e.g. `out += identity` or an in-place activation that is not an nn.ReLU module): its recorded "
-                f"value is not the layer's output. Use the next layer (see list_layers(model))."
-            )
+    return param, cbs, generator
 
 
 def _project(param: PixelParam, project: Callable[[torch.Tensor], torch.Tensor]) -> None:

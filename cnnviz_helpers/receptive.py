@@ -15,7 +15,7 @@ from torch.overrides import TorchFunctionMode
 
 from ._names import resolve_layer
 from ._util import device_of, size_pair
-from .hooks import frozen
+from .hooks import capture
 
 __all__ = ["ReceptiveField", "receptive_field"]
 
@@ -217,25 +217,15 @@ def receptive_field(
     """
     dotted, module = resolve_layer(model, layer)
     h, w = size_pair(input_size if input_size is not None else getattr(model, "input_size", 224))
-    captured: list[torch.Tensor] = []
-
-    def hook(mod, inp, out):
-        if not captured:
-            captured.append(out if isinstance(out, torch.Tensor) else out[0])
-
     mode = _RFMode()
-    handle = module.register_forward_hook(hook)
-    try:
-        with frozen(model), torch.no_grad():
-            x = torch.zeros(1, 3, h, w, device=device_of(model))
-            mode.put(x, _identity(h, w))
-            with mode:
-                model(x)
-    finally:
-        handle.remove()
-    if not captured:
+    with capture(model, [layer]) as rec, torch.no_grad():
+        x = torch.zeros(1, 3, h, w, device=device_of(model))
+        mode.put(x, _identity(h, w))
+        with mode:
+            model(x)
+    if layer not in rec.activations:
         raise RuntimeError(f"layer {layer!r} ({dotted}) never ran in forward(): is it used by the model?")
-    rf = mode.get(captured[0])
+    rf = mode.get(rec.activations[layer])
     if rf is None:
         raise ValueError(f"layer {layer!r} ({dotted}) does not depend on the input image")
     if rf.rows is None or rf.cols is None:

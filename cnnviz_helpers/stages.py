@@ -33,6 +33,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .hooks import module_hooks
 from .receptive import _RFMode, _identity
 
 __all__ = ["Chain", "ChainUnavailable", "Stage", "chain_of", "dirty_span", "folded_copy"]
@@ -283,7 +284,6 @@ def _folded_copy(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, int]:
     conv_out: dict[int, tuple[str, torch.Tensor]] = {}
     calls: dict[str, int] = {}
     pairs: list[tuple[str, str]] = []
-    handles = []
 
     def on_conv(name):
         def hook(mod, inp, out):
@@ -299,16 +299,14 @@ def _folded_copy(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, int]:
                 pairs.append((e[0], name))
         return hook
 
-    try:
-        for name, m in model.named_modules():
-            if isinstance(m, nn.Conv2d):
-                handles.append(m.register_forward_hook(on_conv(name)))
-            elif isinstance(m, nn.BatchNorm2d) and m.track_running_stats and m.running_mean is not None:
-                handles.append(m.register_forward_hook(on_bn(name)))
+    hooks = []
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d):
+            hooks.append((m, on_conv(name)))
+        elif isinstance(m, nn.BatchNorm2d) and m.track_running_stats and m.running_mean is not None:
+            hooks.append((m, on_bn(name)))
+    with module_hooks(hooks):
         model(x)
-    finally:
-        for h in handles:
-            h.remove()
     pairs = [(c, b) for c, b in pairs if calls[c] == 1 and calls[b] == 1]
     if not pairs:
         return model, 0

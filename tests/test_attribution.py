@@ -269,6 +269,26 @@ def test_functional_relus_empty_on_module_relu_models(alexnet, resnet18, effnet)
         assert A.functional_relus(m, tiny_input(size=size)) == [], m.name
 
 
+def test_functional_relus_is_retraced_after_a_module_is_swapped():
+    """The trace is cached per model, keyed on its modules: replacing one (as lessons do) re-traces."""
+
+    class Act(nn.Module):
+        def forward(self, x):
+            return F.relu(x)
+
+    m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(3))
+    x = tiny_input()
+    m(x)
+    assert A.functional_relus(m, x) == []
+    m[1] = Act()  # now a functional relu the guided rules cannot reach
+    assert A.functional_relus(m, x) == ["relu"]
+    with pytest.raises(ValueError, match=r"1 functional ReLU call\(s\) \(relu\)"):
+        A.guided_backprop(m, x, 0)
+    m[1] = nn.ReLU()
+    assert A.functional_relus(m, x) == []
+    assert count_hooks(m) == 0
+
+
 def test_silu_model_raises():
     m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.SiLU(), nn.ReLU(), nn.Flatten(), nn.LazyLinear(3))
     x = tiny_input()

@@ -62,7 +62,7 @@ def test_only_declared_layers_are_hooked_and_forward_stops_early():
     try:
         base = count_hooks(m)
         run(m, O.channel("conv1", 0), steps=3, callback=lambda s: seen.append(count_hooks(m) - base))
-        assert seen == [2, 2, 2]              # capture's hook + the stop/version hook, on conv1 only
+        assert seen == [1, 1, 1]              # one capture hook (records, notes the version, stops), on conv1 only
         assert calls["fc"] == 0               # the forward pass stopped after conv1
         seen.clear()
         run(m, O.class_logit(1) - O.tv(), steps=2, callback=lambda s: seen.append(count_hooks(m) - base))

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import weakref
+from collections.abc import Mapping
 from typing import Iterator
 
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from ..hooks import RELU_FAMILY, LayerNotCalledError, frozen, relu_rule
-from .._names import resolve_layer
+from ..hooks import RELU_FAMILY, Capture, capture, frozen, module_hooks, relu_rule
+from .._names import resolve_layers
 from .._util import device_of
 from .targets import Neuron, Target, _class_targets, _image, _select
 
@@ -19,53 +20,64 @@ __all__ = ["functional_relus"]
 
 
 class _Taps:
-    """Record the output (or input) of named modules during one forward; first call of a reused module wins.
+    """The outputs (or inputs) of named layers during one forward, through ``hooks.capture``.
 
-    The recorded tensor is passed on as a clone, so a later in-place operation
-    (``out += identity``, an in-place ReLU) cannot change what we recorded or
-    the gradient we take with respect to it.
+    ``taps``: key -> (layer name, ``"output"`` or ``"input"``); the names are
+    resolved now, before anything runs. The recorded tensor is passed on as a
+    copy (``protect=True``), so a later in-place operation (``out += identity``,
+    an in-place ReLU) cannot change what we recorded or the gradient we take
+    with respect to it. A reused module keeps its first call.
     """
 
     def __init__(self, model: nn.Module, taps: dict) -> None:
-        # taps: key -> (layer name, at); resolved now, before any hook exists
         self.model = model
-        self.spec = {k: (name, at) + resolve_layer(model, name) for k, (name, at) in taps.items()}
-        self.values: dict = {}
-        self.handles: list = []
+        self.taps = dict(taps)
+        if self.taps:
+            resolve_layers(model, [name for name, _ in self.taps.values()])  # KeyError before any work
+        self.rec: Capture | None = None
 
     @contextlib.contextmanager
-    def active(self) -> Iterator[dict]:
-        try:
-            for key, (name, at, dotted, mod) in self.spec.items():
-                if at == "output":
-                    def hook(m, inp, out, key=key):
-                        if key in self.values or not isinstance(out, torch.Tensor):
-                            return None
-                        self.values[key] = out
-                        return out.clone()
-                    self.handles.append(mod.register_forward_hook(hook))
-                else:
-                    def pre(m, inp, key=key):
-                        if key in self.values or not inp or not isinstance(inp[0], torch.Tensor):
-                            return None
-                        self.values[key] = inp[0]
-                        return (inp[0].clone(),) + tuple(inp[1:])
-                    self.handles.append(mod.register_forward_pre_hook(pre))
-            yield self.values
-        finally:
-            for h in self.handles:
-                h.remove()
-            self.handles.clear()
+    def active(self) -> Iterator[Mapping]:
+        if not self.taps:
+            yield {}
+            return
+        outs = list(dict.fromkeys(n for n, at in self.taps.values() if at == "output"))
+        ins = list(dict.fromkeys(n for n, at in self.taps.values() if at == "input"))
+        with capture(self.model, outs, inputs=ins, protect=True) as rec:
+            self.rec = rec
+            yield _TapValues(rec, self.taps)
 
     def check(self) -> None:
-        missing = [(n, d) for k, (n, at, d, _) in self.spec.items() if k not in self.values]
-        if missing:
-            raise LayerNotCalledError(
-                f"layer(s) {', '.join(f'{n!r} ({d})' for n, d in missing)} never ran in forward() "
-                f"(or gave no tensor): is this layer used in the model's forward()?")
+        if self.rec is not None:
+            self.rec.check_called()
 
 
-_FUNCTIONAL_RELUS: "weakref.WeakKeyDictionary[nn.Module, list[str]]" = weakref.WeakKeyDictionary()
+class _TapValues(Mapping):
+    """key -> the tensor recorded for it (read from the capture after the forward pass)."""
+
+    def __init__(self, rec: Capture, taps: dict) -> None:
+        self.rec, self.taps = rec, taps
+
+    def __getitem__(self, key) -> torch.Tensor:
+        name, at = self.taps[key]
+        return (self.rec.activations if at == "output" else self.rec.inputs)[name]
+
+    def __iter__(self):
+        return (k for k in self.taps if self._has(k))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def _has(self, key) -> bool:
+        name, at = self.taps[key]
+        return name in (self.rec.activations if at == "output" else self.rec.inputs)
+
+    def __contains__(self, key) -> bool:
+        return key in self.taps and self._has(key)
+
+
+# model -> (its modules when traced: (name, id, type) each, the calls); a swapped module re-traces
+_FUNCTIONAL_RELUS: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, list[str]]]" = weakref.WeakKeyDictionary()
 _RELU_FUNCS = {"relu", "relu_", "relu6", "hardtanh", "hardtanh_", "threshold", "threshold_"}
 
 
@@ -86,29 +98,27 @@ def functional_relus(model: nn.Module, x: torch.Tensor) -> list[str]:
     """Names of ReLU-like *functional* calls (``F.relu``, ``torch.relu``, ``F.relu6`` ...) made in
     ``model(x)`` outside ``nn.ReLU``/``nn.ReLU6`` modules: calls whose backward the guided and
     deconvnet rules cannot reach. Empty for the course's AlexNet, VGG, ResNet and EfficientNet;
-    GoogLeNet (``F.relu`` in every ``BasicConv2d``) gives a long list. Traced once per model.
+    GoogLeNet (``F.relu`` in every ``BasicConv2d``) gives a long list. Traced once per model, and
+    again after any of its modules is replaced.
     """
-    if model in _FUNCTIONAL_RELUS:
-        return list(_FUNCTIONAL_RELUS[model])
+    structure = tuple((n, id(m), type(m)) for n, m in model.named_modules())
+    cached = _FUNCTIONAL_RELUS.get(model)
+    if cached is not None and cached[0] == structure:
+        return list(cached[1])
     x = _image(x)
     mode = _CountRelu()
-    handles = []
-    try:
-        for m in model.modules():
-            if isinstance(m, RELU_FAMILY):
-                def pre(mod, inp):
-                    mode.depth += 1
 
-                def post(mod, inp, out):
-                    mode.depth -= 1
-                handles.append(m.register_forward_pre_hook(pre))
-                handles.append(m.register_forward_hook(post))
+    def enter(mod, inp):
+        mode.depth += 1
+
+    def leave(mod, inp, out):
+        mode.depth -= 1
+
+    relus = [m for m in model.modules() if isinstance(m, RELU_FAMILY)]
+    with module_hooks([(m, leave) for m in relus], pre=[(m, enter) for m in relus]):
         with frozen(model), torch.no_grad(), mode:
             model(x[:1].to(device_of(model)))
-    finally:
-        for h in handles:
-            h.remove()
-    _FUNCTIONAL_RELUS[model] = list(mode.calls)
+    _FUNCTIONAL_RELUS[model] = (structure, list(mode.calls))
     return list(mode.calls)
 
 

@@ -8,8 +8,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..hooks import capture, relu_rule
+from ..hooks import capture
 from .._names import resolve_layers
+from .._util import device_of
 from ..receptive import receptive_field
 from .cache import _FORMAT, _cache_load, _cache_save, _check_int, _digest, _safe, model_fingerprint, runs_dir
 from .photos import PhotoSet, TensorImages, _bar, _input_hw, _source
@@ -23,16 +24,10 @@ REDUCTIONS = (None, "max", "mean")
 _MAX_BYTES = 4 << 30  # refuse to build an activations tensor larger than this (4 GiB)
 
 
-def _device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
-
-
 def _probe_shapes(model: nn.Module, names: list[str], hw: tuple[int, int]) -> dict[str, tuple[int, ...]]:
     """Output shape (without batch) of each layer, from one forward pass on a blank image."""
     with capture(model, names, detach=True) as rec, torch.no_grad():
-        model(torch.zeros(1, 3, *hw, device=_device(model)))
+        model(torch.zeros(1, 3, *hw, device=device_of(model)))
         rec.check_called()
         return {n: tuple(rec[n].shape[1:]) for n in names}
 
@@ -47,49 +42,29 @@ def _stream(model: nn.Module, names: list[str], src: PhotoSet | TensorImages, ba
     """One forward pass over ``src`` with every layer of ``names`` captured; ``consume(start, acts)``
     per batch.
 
-    Hooks and model state are owned by ``capture`` and ``relu_rule`` (removed and
-    restored in their ``finally``). ``relu_rule(model, "gradient")`` switches
-    in-place ReLU modules off for the pass: otherwise a recorded conv output
-    would be rectified in place by the next module before ``consume`` sees it.
-    Any other in-place change of a recorded output (``out += identity``,
+    Hooks and model state are owned by ``capture`` (removed and restored in its
+    ``finally``); it switches in-place modules off for the pass, so a recorded
+    conv output is not rectified in place by the next ReLU before ``consume``
+    sees it. Any other in-place change of a recorded output (``out += identity``,
     ``F.relu(x, inplace=True)``) is detected by its version counter and refused.
     """
-    dev = _device(model)
-    resolved = resolve_layers(model, names)
+    dev = device_of(model)
     if batch_size is None:  # measured only when there is a pass to run (a cached call runs none)
         from ..attribution import best_batch_size
 
         batch_size = best_batch_size(model, _input_hw(src))
-    versions: dict[str, int] = {}
-    handles = []
     bar = _bar(len(src), desc, progress)
     try:
-        with relu_rule(model, "gradient"), capture(model, names, detach=True) as rec, torch.no_grad():
-            for n, (_, mod) in resolved.items():
-                def note_version(m, inp, out, n=n):
-                    t = out if isinstance(out, torch.Tensor) else out[0]
-                    versions.setdefault(n, t._version)
-
-                handles.append(mod.register_forward_hook(note_version))
+        with capture(model, names, detach=True) as rec, torch.no_grad():
             for start, xb in src.batches(batch_size, workers=workers, cache=cache):
                 x = xb.to(dev)
                 x = x.float().div_(255) if x.dtype == torch.uint8 else x.float()
                 x = x.contiguous(memory_format=torch.channels_last)  # CPU convolutions: several times faster
-                rec.activations.clear()  # capture keeps a layer's first output: one forward per batch
-                versions.clear()
-                model(x)
-                rec.check_called()
-                for n in names:
-                    if rec[n]._version != versions[n]:
-                        raise RuntimeError(
-                            f"the output of layer {n!r} ({rec.dotted[n]}) is modified in place later in the model's "
-                            f"forward() (e.g. `out += identity` or F.relu(x, inplace=True)): what a hook records "
-                            f"there is not the layer's output. Use the next layer (see list_layers(model)).")
+                rec.run(x)  # one forward per batch, the last batch's activations forgotten first
+                rec.check_unmodified()
                 consume(start, {n: rec[n] for n in names})
                 bar.update(xb.shape[0])
     finally:
-        for h in handles:
-            h.remove()
         bar.close()
 
 
