@@ -217,19 +217,39 @@ def _from_array(a: np.ndarray, max_pixels: int) -> torch.Tensor:
 
 
 def resize(x: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
-    """Resize ``(N,3,H,W)`` to ``size`` (H, W) with antialiased bilinear interpolation, clamped to [0,1]."""
-    hw = (size, size) if isinstance(size, int) else tuple(size)
+    """Resize ``(N,3,H,W)`` (or ``(3,H,W)``) in [0,1] to ``size`` (H, W) with antialiased bilinear interpolation.
+
+    The result is clamped to [0,1] (the filter overshoots at sharp edges); an
+    input outside [0,1] is refused, not clamped into a white image.
+    """
+    x4 = _checks.check_image(x, "resize's x")
+    y = _resize(x4, _size_pair(size, "resize's size"))
+    return y[0] if x.dim() == 3 else y
+
+
+def _size_pair(size, what: str) -> tuple[int, int]:
+    hw = (size, size) if isinstance(size, numbers.Integral) else tuple(size) if isinstance(size, (tuple, list)) else ()
+    if len(hw) != 2 or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in hw):
+        raise ValueError(f"{what} must be a side >= 1 or an (H, W) pair of them, got {size!r}")
+    return int(hw[0]), int(hw[1])
+
+
+def _resize(x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=hw, mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
 
 
 def resize_short_side(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Resize so that the shorter side is ``size``, keeping the aspect ratio."""
-    h, w = x.shape[-2:]
+    """Resize ``(N,3,H,W)`` (or ``(3,H,W)``) in [0,1] so that its shorter side is ``size``, keeping its aspect."""
+    x4 = _checks.check_image(x, "resize_short_side's x")
+    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
+        raise ValueError(f"resize_short_side's size must be an integer side >= 1, got {size!r}")
+    h, w = x4.shape[-2:]
     if h <= w:
         nh, nw = size, max(1, round(w * size / h))
     else:
         nh, nw = max(1, round(h * size / w)), size
-    return resize(x, (nh, nw))
+    y = _resize(x4, (nh, nw))
+    return y[0] if x.dim() == 3 else y
 
 
 def center_crop(x: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:

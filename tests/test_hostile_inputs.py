@@ -17,7 +17,7 @@ from PIL import Image
 
 from cnnviz_helpers import cli
 from cnnviz_helpers import objectives as O
-from cnnviz_helpers.images import MIN_SIDE, ImageLoadError, load_image
+from cnnviz_helpers.images import MIN_SIDE, ImageLoadError, load_image, resize, resize_short_side
 from support import assert_untouched, tiny_input, tiny_model
 
 # ---------------------------------------------------------------- decompression bombs
@@ -229,7 +229,8 @@ def test_float_images_outside_0_1_are_refused_everywhere(values, found):
     m = tiny_model()
     for name, call in [("tensor image", lambda: load_image(x)), ("tensor image", lambda: m.preprocess(x)),
                        ("features' x", lambda: O.features(m, x, ["conv1"])),
-                       ("predict's x", lambda: m.predict(x))]:
+                       ("predict's x", lambda: m.predict(x)), ("resize's x", lambda: resize(x, 8)),
+                       ("resize_short_side's x", lambda: resize_short_side(x, 8))]:
         with pytest.raises(ValueError, match=rf"{name} must hold pixel values in \[0,1\], got values in {found}\. "
                                              rf"Course models normalize inside: {hint}"):
             call()
@@ -251,6 +252,17 @@ def test_tolerance_nan_and_integer_inputs_at_the_helpers():
         load_image(nan[0].permute(1, 2, 0).numpy())
     with pytest.raises(TypeError, match=r"features' x must be a float tensor in \[0,1\], got dtype torch\.uint8"):
         O.features(m, (x * 255).to(torch.uint8), ["conv1"])
+
+
+def test_resize_keeps_the_shape_kind_and_checks_its_size():
+    x = tiny_input(size=(20, 30))[0]
+    assert resize(x, (10, 12)).shape == (3, 10, 12) and resize_short_side(x, 10).shape == (3, 10, 15)
+    assert resize(x[None], 6).shape == (1, 3, 6, 6)
+    for bad in (0, (4, 0), (4, 5, 6), 2.5, True, "8"):
+        with pytest.raises(ValueError, match=r"resize's size must be a side >= 1 or an \(H, W\) pair of them"):
+            resize(x, bad)
+    with pytest.raises(ValueError, match=r"resize_short_side's size must be an integer side >= 1, got 0"):
+        resize_short_side(x, 0)
 
 
 def test_refused_image_leaves_the_model_untouched():
