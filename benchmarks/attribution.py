@@ -36,8 +36,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cnnviz_helpers import load_model, sample_path  # noqa: E402
+from cnnviz_helpers import load_model, sample_path, tune_allocator  # noqa: E402
 from cnnviz_helpers import attribution as A  # noqa: E402
+
+tune_allocator()  # as the lessons do: freed feature maps stay mapped (see benchmarks/NOTES.md)
 
 warnings.filterwarnings("ignore")
 

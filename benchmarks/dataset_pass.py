@@ -40,10 +40,12 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cnnviz_helpers import load_model  # noqa: E402
+from cnnviz_helpers import load_model, tune_allocator  # noqa: E402
 from cnnviz_helpers.attribution import best_batch_size  # noqa: E402
 from cnnviz_helpers.dataset import CACHE_ENV, PhotoSet, _default_workers, top_activations  # noqa: E402
 from cnnviz_helpers.widgets import to_png  # noqa: E402
+
+tune_allocator()  # as the lessons do: freed feature maps stay mapped (see benchmarks/NOTES.md)
 
 
 def load() -> str:

@@ -30,10 +30,12 @@ from contextlib import redirect_stderr
 
 import torch
 
-from cnnviz_helpers import load_model
+from cnnviz_helpers import load_model, tune_allocator
 from cnnviz_helpers import objectives as obj
 from cnnviz_helpers import params
 from cnnviz_helpers.optimize import optimize
+
+tune_allocator()  # as the lessons do: freed feature maps stay mapped (see benchmarks/NOTES.md)
 
 
 def _sync(device: torch.device) -> None:

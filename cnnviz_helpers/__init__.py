@@ -19,8 +19,6 @@ from .models import MODEL_NAMES, CourseModel, WeightsUnavailableError, default_d
 
 __version__ = "0.1.0"
 
-tune_allocator()  # large activations stay mapped between forward passes (see config.tune_allocator)
-
 __all__ = [
     "CourseModel", "ImageNetSamples", "MODEL_NAMES", "ModelSnapshot", "WeightsUnavailableError",
     "capture", "center_crop", "class_index", "count_hooks", "data_dir", "default_device", "fetch",

@@ -52,13 +52,15 @@ def tune_allocator() -> bool:
 
     glibc's ``malloc`` serves blocks above a (dynamic) threshold with ``mmap`` and
     unmaps them when freed, so every forward pass of a CNN on a CPU maps, page-faults
-    and unmaps its large activations again: measured here, EfficientNet-Lite0 ran
-    11 ms per image in batches of 4, and 6.4 ms once the threshold was 64 MiB.
+    and unmaps its large activations again (benchmarks/NOTES.md has the numbers).
     This sets glibc's mmap threshold to 64 MiB and its trim threshold to 128 MiB
     (``mallopt``; the same as the ``MALLOC_MMAP_THRESHOLD_`` and
-    ``MALLOC_TRIM_THRESHOLD_`` environment variables). Called once when
-    ``cnnviz_helpers`` is imported; a no-op, returning False, off glibc or with
+    ``MALLOC_TRIM_THRESHOLD_`` environment variables), for the whole process: call
+    it once, at the start (each lesson's first cell and the benchmarks do; importing
+    ``cnnviz_helpers`` does not). A no-op, returning False, off glibc or with
     ``CNNVIZ_MALLOC_TUNING=0``. The process then holds up to 128 MiB of freed memory.
+
+    >>> from cnnviz_helpers import tune_allocator; tune_allocator()
     """
     if os.environ.get(MALLOC_ENV, "").strip().lower() in {"0", "false", "no", "off"}:
         return False

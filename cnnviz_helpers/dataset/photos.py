@@ -233,9 +233,8 @@ class TensorImages:
 
 
 def _default_workers() -> int:
-    """Decoding threads beside the forward pass: only cores torch leaves free. Measured on
-    2 cores with torch on both: 2 decoding threads made the pass 1.5x slower than decoding
-    in the caller's thread (0), the threads and torch's preempting each other."""
+    """Decoding threads beside the forward pass: only the cores torch leaves free (more threads
+    preempt torch's and slow the pass down: benchmarks/NOTES.md)."""
     return max(0, min(4, (os.cpu_count() or 1) - torch.get_num_threads()))
 
 
