@@ -164,11 +164,11 @@ def test_read_only_cache_is_not_called_offline(tmp_path, monkeypatch, stale):
     folder.mkdir(parents=True)
     if stale:
         (folder / "tubingen.jpg").write_bytes(b"an old, wrong copy")
+    expect = (rf"cannot write 'style/tubingen\.jpg' into the cache folder {re.escape(str(folder))}: "
+              r"it is not writable" + (r" \(the cached copy there has a wrong hash" if stale else "")
+              + r".*Set CNNVIZ_DATA to a writable folder")
     with _read_only(folder, monkeypatch):
-        with pytest.raises(CacheNotWritableError, match=rf"cannot write 'style/tubingen\.jpg' into the cache folder "
-                                                        rf"{re.escape(str(folder))}: it is not writable"
-                                                        + (r" \(the cached copy there has a wrong hash" if stale else "")
-                                                        + r".*Set CNNVIZ_DATA to a writable folder") as e:
+        with pytest.raises(CacheNotWritableError, match=expect) as e:
             fetch(TUBINGEN, cache=tmp_path / "cache", base_url="http://127.0.0.1:9")
     assert isinstance(e.value, PermissionError) and "Offline" not in str(e.value)
 

@@ -155,7 +155,8 @@ STORED = {
 def _with_orientation(path, arr: np.ndarray, orientation: int, fmt: str = "PNG"):
     exif = Image.Exif()
     exif[0x0112] = orientation
-    Image.fromarray(np.ascontiguousarray(arr)).save(path, fmt, exif=exif.tobytes(), **({"quality": 95} if fmt == "JPEG" else {}))
+    extra = {"quality": 95} if fmt == "JPEG" else {}
+    Image.fromarray(np.ascontiguousarray(arr)).save(path, fmt, exif=exif.tobytes(), **extra)
     return path
 
 
