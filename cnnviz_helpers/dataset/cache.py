@@ -17,7 +17,7 @@ __all__ = ["CACHE_ENV", "CacheWarning", "runs_dir", "model_fingerprint"]
 CACHE_ENV = "CNNVIZ_CACHE"
 
 
-_FORMAT = 1  # bump when what is stored changes
+_FORMAT = 2  # bump when what is stored changes (2: photos decoded upright by their EXIF orientation)
 
 
 class CacheWarning(UserWarning):
