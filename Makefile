@@ -4,6 +4,8 @@
 #               another lesson: make lab LESSON=05
 #   make test   create .venv if missing, install, run every test (units, notebooks, website, browser)
 # and:
+#   make student  the student copies of the lessons (solutions replaced by stubs) into student/
+# and:
 #   make book   build the website into _build/site (offline, lessons executed in quick mode)
 #   make doctor check models, devices and the image cache
 #   make bench  run the benchmarks
@@ -27,7 +29,7 @@ override CNNVIZ_DATA := $(abspath $(CNNVIZ_DATA))
 export CNNVIZ_DATA
 endif
 
-.PHONY: lab test book doctor bench install clean
+.PHONY: lab test student book doctor bench install clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "cnnviz needs Python >= 3.11, found " + sys.version.split()[0]'
@@ -41,12 +43,18 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # `python -m cnnviz_helpers lab` (cnnviz_helpers/lab.py; conda users run the same command): installs the
-# settings that open the .md lessons as notebooks, runs `prepare` (the course images fetched once, then
+# settings that open the .md lessons as notebooks, writes the missing student copies (student/; the
+# lessons with solutions: LAB_ARGS=--solutions), runs `prepare` (the course images fetched once, then
 # everything runs offline; the 1000 photos decoded so lessons 01 and 13 skip JPEG decoding; offline it
-# says why in one line and goes on), then starts JupyterLab on notebooks/ with lesson 03 as its start page
+# says why in one line and goes on), then starts JupyterLab on student/ with lesson 03 as its start page
 # (--allow-root when run as root). LESSON=05 opens another lesson; LAB_ARGS go to `jupyter lab`.
 lab: $(STAMP)
 	$(BIN)/python -m cnnviz_helpers lab --notebooks notebooks $(LESSON) $(LAB_ARGS)
+
+# The student copies of the lessons (solutions replaced by stubs) into student/ (git-ignored); existing
+# copies are the student's work and are kept. `make lab` writes the missing ones itself.
+student: $(STAMP)
+	$(BIN)/python -m cnnviz_helpers student student --notebooks notebooks
 
 test: $(STAMP)
 	CNNVIZ_QUICK=1 $(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)

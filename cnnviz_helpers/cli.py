@@ -189,6 +189,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .lab import main as lab_main
 
         return lab_main(argv[1:])
+    if argv[:1] == ["student"]:
+        from .student import main as student_main
+
+        return student_main(argv[1:])
     from .models import MODEL_NAMES
 
     ap = argparse.ArgumentParser(prog="python -m cnnviz_helpers", description="cnnviz course helpers")
@@ -202,6 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     c.add_argument("--model", default="efficientnet_lite0", choices=MODEL_NAMES)
     c.add_argument("--top", type=int, default=5)
     c.add_argument("--batch", type=int, default=16)
+    sub.add_parser("student", add_help=False, help="write the student copies of the lessons into student/ "
+                   "(solutions replaced by stubs; `student --help` for its options)")
     sub.add_parser("lab", add_help=False, help="open the course in JupyterLab (what `make lab` runs; "
                    "`lab --help` for its options)")
     a = ap.parse_args(argv)

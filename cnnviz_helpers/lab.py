@@ -6,9 +6,12 @@ a plain ``pip install -e .``):
 1. writes the JupyterLab settings override that opens the ``.md`` lessons as
    notebooks (jupytext) into this environment (``install_settings``), keeping
    any other override already there;
-2. runs ``prepare`` (fetch the course images, decode the photos once); when that
+2. writes the student copies of the lessons (``student/``, see ``student``) where
+   they do not exist yet: the solutions are stubs there, and an existing copy is the
+   student's work, never overwritten (``--solutions`` opens ``notebooks/`` instead);
+3. runs ``prepare`` (fetch the course images, decode the photos once); when that
    fails, e.g. offline without ``CNNVIZ_DATA``, it says why in one line and goes on;
-3. replaces itself with ``jupyter lab`` serving the lessons folder, with the
+4. replaces itself with ``jupyter lab`` serving the lessons folder, with the
    chosen lesson as the start page: the URL JupyterLab prints opens the lesson
    itself, so it also works headless (``--no-browser``) or on a remote machine.
    As root (containers, CI, many cloud notebooks) it adds ``--allow-root``.
@@ -111,6 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Open the course in JupyterLab (other options are passed on to `jupyter lab`).")
     ap.add_argument("lesson", nargs="?", default=DEFAULT_LESSON, help=f"lesson to open (default {DEFAULT_LESSON})")
     ap.add_argument("--notebooks", type=Path, default=None, help="the lessons folder (default ./notebooks)")
+    ap.add_argument("--solutions", action="store_true",
+                    help="open the lessons with their solutions (notebooks/) instead of the student copies")
     ap.add_argument("--no-prepare", action="store_true", help="skip fetching and decoding the course images")
     ap.add_argument("--setup-only", action="store_true",
                     help="only install the settings that open .md lessons as notebooks, then exit")
@@ -123,8 +128,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if a.setup_only:
         print(f"JupyterLab settings (.md lessons open as notebooks): {path}")
         return 0
+    notebooks = (a.notebooks or _default_notebooks()).resolve()
     try:
-        lesson = find_lesson((a.notebooks or _default_notebooks()).resolve(), a.lesson)
+        find_lesson(notebooks, a.lesson)  # a bad name stops here, before anything is written
+        if not a.solutions:  # the student's copies: written once, then theirs (never overwritten)
+            from .student import write_student_copies
+
+            folder = notebooks.parent / "student"
+            for path, what in write_student_copies(notebooks, folder):
+                if what.startswith("written"):
+                    print(f"student copy {path}: {what}")
+            notebooks = folder
+        lesson = find_lesson(notebooks, a.lesson)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,5 +1,7 @@
 """The README's course command, run as written: `make lab` (and conda users' `python -m cnnviz_helpers lab`).
 
+`make lab` opens the student copies (student/, written from notebooks/ on first use).
+
 Each test works on a fresh-clone layout of this working tree (its files copied into a temporary folder,
 `.venv` a link to this checkout's installed venv) as a fresh user (an empty HOME: no Jupyter settings,
 workspaces or caches of earlier runs), starts the command headless on a free port, reads the URL the
@@ -167,6 +169,9 @@ def test_make_lab_opens_the_lesson_as_a_notebook_and_stops_cleanly(tmp_path):
     with _started(cmd, clone, env, shots / "make-lab.log") as (proc, lab, out):
         text = "".join(out)
         assert lab["path"] == f"{LESSON}.md", f"the printed URL does not open lesson 03: {lab['url']}"
+        assert f"Serving notebooks from local directory: {clone / 'student'}" in text, text[-3000:]
+        copy = (clone / "student" / f"{LESSON}.md").read_text()
+        assert "exercises.student_copy()" in copy, "the lab did not open the student copy of the lesson"
         if os.environ.get("CNNVIZ_DATA"):  # the course images are available: prepare decoded them
             assert re.search(r"1000 course photos (already )?decoded at 224x224", text), text[-3000:]
         with chromium_page(tmp_path) as page:
