@@ -151,3 +151,28 @@ def test_only_solutions_are_hidden_on_the_website_and_every_solution_is():
                 assert "hide-cell" in tags, f"{lesson.name} cell {i}: a solution must be tagged hide-cell too"
             else:
                 assert not hidden, f"{lesson.name} cell {i}: {sorted(hidden)} on a cell that is not a solution"
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("lesson", sorted(p.name for p in NOTEBOOKS.glob("[0-9][0-9]_*.md")))
+def test_the_student_copy_runs_top_to_bottom(lesson, tmp_path):
+    """A student who runs all cells of an untouched copy sees "not done yet" per exercise and no error."""
+    import os
+
+    from nbclient import NotebookClient
+
+    src = NOTEBOOKS / lesson
+    nb, n = student_notebook(jupytext.read(src), lesson)
+    env_quick = os.environ.get("CNNVIZ_QUICK")
+    os.environ["CNNVIZ_QUICK"] = "1"  # the kernel inherits it: quick mode, as under nbval
+    try:
+        NotebookClient(nb, timeout=1200, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}},
+                       allow_errors=False).execute()
+    finally:
+        if env_quick is None:
+            os.environ.pop("CNNVIZ_QUICK")
+        else:
+            os.environ["CNNVIZ_QUICK"] = env_quick
+    printed = "".join("".join(o.get("text", "")) for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+                      if o.get("output_type") == "stream")
+    assert printed.count("not done yet") == n, f"{lesson}: {n} exercises, {printed.count('not done yet')} 'not done yet'"

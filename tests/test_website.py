@@ -71,6 +71,31 @@ def test_lesson_pages_have_executed_figures(site):
     assert not problems, "\n".join(problems)
 
 
+def test_numbers_in_the_prose_are_glued_from_the_page(site):
+    """Every {glue:text} role was filled from a cell of its page: no role is left as text."""
+    left = []
+    for f in toc_files():
+        text = re.sub(r"<[^>]+>", "", (site / f"{f}.html").read_text())
+        left += [f"{f}.html: ...{m.group(0)}..." for m in re.finditer(r".{0,40}\{glue[^}]*\}.{0,40}", text)]
+    assert not left, "unrendered glue roles:\n" + "\n".join(left[:20])
+
+
+def test_solutions_are_collapsed_and_tasks_visible(site):
+    import jupytext
+
+    problems = []
+    for f in toc_files():
+        if not re.match(r"\d\d_", f):
+            continue
+        cells = jupytext.read(ROOT / "notebooks" / f"{f}.md").cells
+        n = sum("solution" in c.metadata.get("tags", []) for c in cells)
+        html = (site / f"{f}.html").read_text()
+        toggles = len(re.findall(r"<details[^>]*>\s*<summary[^>]*>.*?Show solution", html, flags=re.S))
+        if toggles != n:
+            problems.append(f"{f}.html: {toggles} collapsed solutions, the lesson has {n}")
+    assert not problems, "\n".join(problems)
+
+
 @pytest.mark.browser
 def test_every_page_loads_in_a_browser(site, tmp_path):
     port = free_port()
