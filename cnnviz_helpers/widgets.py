@@ -89,30 +89,50 @@ class Explorer:
     ``on_change``: optional ``{control name: callback(new_value, explorer)}`` run
     before the redraw (e.g. to set a slider's maximum when the layer changes).
     ``caption``: optional ``caption(**values) -> str`` shown above the image (label the figure).
+    ``computing``: the names of the controls whose change makes ``render`` compute
+    (optimize, occlude ...) rather than draw from a cache. They update when released,
+    not on every step of a drag (``continuous_update=False``), and while ``render``
+    runs the explorer says "computing..." and shows ``explorer.progress``, a bar that
+    ``render`` may advance with ``explorer.step(done, total)``. Controls that only
+    redraw from a cache stay continuous.
     """
 
     def __init__(self, render: Callable[..., Any], *, title: str | None = None, size: int = 360,
                  on_change: dict[str, Callable[[Any, "Explorer"], None]] | None = None,
-                 caption: Callable[..., str] | None = None, **controls: Any) -> None:
+                 caption: Callable[..., str] | None = None, computing: Sequence[str] = (),
+                 **controls: Any) -> None:
         w = _w()
         if not controls:
             raise ValueError("Explorer needs at least one control, e.g. channel=channel_slider(31)")
+        computing = (computing,) if isinstance(computing, str) else tuple(computing)
+        unknown = [n for n in computing if n not in controls]
+        if unknown:
+            raise ValueError(f"computing names {unknown}, which are not controls of this explorer; "
+                             f"its controls: {', '.join(controls)}")
         self.render = render
         self.controls = controls
+        self.computing = frozenset(computing)
         self.size = size
         self.on_change = on_change or {}
         self.image = w.Image(format="png", layout=w.Layout(max_width=f"{size}px", height="auto"))
         self.caption = caption
         self.caption_html = w.HTML()
         self.status = w.HTML()
+        self.progress = w.FloatProgress(value=0, min=0, max=1, layout=w.Layout(visibility="hidden"))
         self.last_ms = float("nan")
         self.redraws = 0
         for name, c in controls.items():
+            if name in self.computing and hasattr(c, "continuous_update"):
+                c.continuous_update = False
             c.observe(lambda ch, name=name: self._changed(name, ch["new"]), names="value")
         header = [w.HTML(f"<b>{title}</b>")] if title else []
         self.box = w.VBox(header + [w.HBox(list(controls.values()), layout=w.Layout(flex_flow="row wrap")),
-                                    self.caption_html, self.image, self.status])
+                                    self.caption_html, self.image, w.HBox([self.status, self.progress])])
         self.redraw()
+
+    def step(self, done: int, total: int) -> None:
+        """Advance the progress bar while ``render`` computes (``done`` of ``total``)."""
+        self.progress.value = min(1.0, done / total) if total else 1.0
 
     def values(self) -> dict[str, Any]:
         return {k: c.value for k, c in self.controls.items()}
@@ -120,18 +140,26 @@ class Explorer:
     def _changed(self, name: str, value: Any) -> None:
         if name in self.on_change:
             self.on_change[name](value, self)
-        self.redraw()
+        self.redraw(computing=name in self.computing)
 
-    def redraw(self) -> None:
+    def redraw(self, computing: bool = False) -> None:
+        """Draw ``render(**values)``; ``computing``: say so and show the progress bar meanwhile."""
         t = time.perf_counter()
         values = self.values()
-        out = self.render(**values)
-        if self.caption is not None:
-            self.caption_html.value = f"<i>{self.caption(**values)}</i>"
-        self.image.value = out if isinstance(out, bytes) else to_png(out, size=self.size)
+        if computing:
+            self.status.value = "<small>computing...</small>"
+            self.progress.value = 0
+            self.progress.layout.visibility = "visible"
+        try:
+            out = self.render(**values)
+            if self.caption is not None:
+                self.caption_html.value = f"<i>{self.caption(**values)}</i>"
+            self.image.value = out if isinstance(out, bytes) else to_png(out, size=self.size)
+        finally:
+            self.progress.layout.visibility = "hidden"
         self.last_ms = (time.perf_counter() - t) * 1000
         self.redraws += 1
-        self.status.value = f"<small>redrawn in {self.last_ms:.0f} ms</small>"
+        self.status.value = f"<small>{'computed' if computing else 'redrawn'} in {self.last_ms:.0f} ms</small>"
 
     def _ipython_display_(self) -> None:
         from IPython.display import display
