@@ -1,0 +1,82 @@
+"""Checks for the exercises of lesson 03 (activation maps, ``notebooks/03_activation_maps.md``)."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import Wrong, exercise
+
+__all__ = ["check_1", "check_2", "check_3"]
+
+
+def _fraction(answer, name: str) -> float:
+    """``answer`` as a float, or a hint if it is not one number."""
+    if isinstance(answer, bool) or not (isinstance(answer, (int, float, np.number)) or getattr(answer, "ndim", None) == 0):
+        raise Wrong(f"{name} should be one number (a Python float), got {type(answer).__name__}")
+    value = float(answer)
+    if value > 1 and value <= 100:
+        raise Wrong(f"{name} = {value:.3g} is above 1: give a fraction in [0, 1], not a percentage or a count")
+    if not 0 <= value <= 1:
+        raise Wrong(f"{name} = {value:.3g} is not a fraction: it must lie in [0, 1]; "
+                    "did you divide a count by the number of values?")
+    return value
+
+
+@exercise("03.1", "the first layer whose units are 16 pixels apart")
+def check_1(answer, *, sizes: dict, input_size: int) -> None:
+    """``sizes``: layer name -> side of its activation map, in network order."""
+    if not isinstance(answer, str):
+        raise Wrong(f"give the layer's name as a string such as 'block2', got {type(answer).__name__}")
+    if answer not in sizes:
+        raise Wrong(f"{answer!r} is not one of the recorded layers: {', '.join(sizes)}")
+    stride = {n: input_size / s for n, s in sizes.items()}     # pixels between neighbouring units
+    first = next(n for n in sizes if stride[n] >= 16)
+    if stride[answer] < 16:
+        raise Wrong(f"{answer}'s map is {sizes[answer]}x{sizes[answer]}: its units are "
+                    f"{input_size}/{sizes[answer]} = {stride[answer]:.0f} pixels apart, not 16")
+    if stride[answer] > 16:
+        raise Wrong(f"{answer}'s units are {stride[answer]:.0f} pixels apart: too deep; "
+                    "go back to the last stride-2 stage before it")
+    if answer != first:
+        raise Wrong(f"{answer} has stride 16, but it is not the first: a stride-1 stage keeps the stride "
+                    "of the stage before it, so look at the layers before it")
+
+
+@exercise("03.2", "the fraction of zeros after ReLU6 in the head and of negative values in block2")
+def check_2(zeros, negatives, *, head_act, raw_head, block2) -> None:
+    """``head_act``: the head's maps after BN and ReLU6; ``raw_head``: before; ``block2``: block2's outputs."""
+    a, b = _fraction(zeros, "answer_2a"), _fraction(negatives, "answer_2b")
+    head, raw, b2 = (np.asarray(t.detach().cpu()) for t in (head_act, raw_head, block2))
+    true_a, true_b = float(np.count_nonzero(head == 0)) / head.size, float(np.count_nonzero(b2 < 0)) / b2.size
+    tol = 1.0 / min(head.size, b2.size)
+    if abs(a - true_b) < tol and abs(b - true_a) < tol:
+        raise Wrong("your two answers are swapped: answer_2a is about the head, answer_2b about block2")
+    if abs(a - float(np.count_nonzero(raw == 0)) / raw.size) < tol and abs(a - true_a) >= tol:
+        raise Wrong("answer_2a counts zeros of the raw head convolution (acts['head']), which is almost never "
+                    "exactly 0; count them in head_act, the maps after BN and ReLU6")
+    if abs(a - float(np.count_nonzero(head > 0)) / head.size) < tol and abs(a - true_a) >= tol:
+        raise Wrong("answer_2a is the fraction of *positive* values: ReLU6 outputs are 0 or positive, "
+                    "the question asks for the exact zeros")
+    if abs(a - true_a) >= tol:
+        raise Wrong("answer_2a is not the fraction of exactly-zero values in head_act: "
+                    "(head_act == 0) averaged over all channels and positions")
+    if abs(b - float(np.count_nonzero(b2 > 0)) / b2.size) < tol and abs(b - true_b) >= tol:
+        raise Wrong("answer_2b is the fraction of *positive* values of block2; the question asks for negative ones")
+    if abs(b - float(np.count_nonzero(b2 <= 0)) / b2.size) < tol and abs(b - true_b) >= tol:
+        raise Wrong("answer_2b counts values <= 0: strictly negative ones only (< 0)")
+    if abs(b - true_b) >= tol:
+        raise Wrong("answer_2b is not the fraction of negative values in acts['block2'] "
+                    "(all channels and positions)")
+
+
+@exercise("03.3", "predict whether the mirrored photo keeps its top-1 class")
+def check_3(prediction, *, same: bool) -> None:
+    """``same``: measured by the lesson, True if the mirrored photo's top-1 class equals the photo's."""
+    if not isinstance(prediction, bool):
+        raise Wrong(f"answer True or False (a bool), got {prediction!r}")
+    if prediction != bool(same):
+        if same:
+            raise Wrong("the top-1 class survived the mirror: ImageNet models are trained on randomly "
+                        "mirrored photos, so a mirrored cat is still a cat to them, even though the "
+                        "activation maps themselves change")
+        raise Wrong("the top-1 class changed: the model was trained on mirrored photos too, but this "
+                    "photo is a close call between similar classes, and mirroring tips the balance")

@@ -1,0 +1,76 @@
+"""Lesson 03's exercise checks: the official answers pass, typical mistakes get their hint, stubs are not done."""
+import pytest
+import torch
+
+from cnnviz_helpers import capture, exercises, load_model
+from cnnviz_helpers.exercises import ExerciseError, lesson03
+
+SIZE = 64      # small input: the maps are 32x32 (stem) ... 2x2 (head)
+LAYERS = ["stem"] + [f"block{b}" for b in range(1, 8)] + ["head"]
+
+
+@pytest.fixture(autouse=True)
+def student_mode():
+    exercises.student_copy(True)
+    yield
+    exercises.student_copy(False)
+
+
+@pytest.fixture(scope="module")
+def maps():
+    model = load_model()
+    x = torch.rand(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
+    with capture(model, LAYERS) as rec, torch.no_grad():
+        model(x)
+        acts = {n: rec[n][0] for n in LAYERS}
+        head_act = model.net._swish(model.net._bn1(acts["head"][None]))[0]
+    return acts, head_act
+
+
+def hint(feedback):
+    assert feedback.done and not feedback.ok
+    return feedback.message
+
+
+def test_1_first_layer_with_stride_16(maps):
+    acts, _ = maps
+    sizes = {n: acts[n].shape[-1] for n in LAYERS}
+    answer = next(n for n in LAYERS if SIZE // sizes[n] == 16)     # as the lesson's solution
+    assert answer == "block4"
+    assert lesson03.check_1(answer, sizes=sizes, input_size=SIZE).ok
+    assert "not the first" in hint(lesson03.check_1("block5", sizes=sizes, input_size=SIZE))
+    assert "pixels apart, not 16" in hint(lesson03.check_1("block3", sizes=sizes, input_size=SIZE))
+    assert "too deep" in hint(lesson03.check_1("block6", sizes=sizes, input_size=SIZE))
+    assert "not one of the recorded layers" in hint(lesson03.check_1("conv4", sizes=sizes, input_size=SIZE))
+    assert "string" in hint(lesson03.check_1(4, sizes=sizes, input_size=SIZE))
+    assert not lesson03.check_1(..., sizes=sizes, input_size=SIZE).done
+
+
+def test_2_sparsity_and_signs(maps):
+    acts, head_act = maps
+    ctx = dict(head_act=head_act, raw_head=acts["head"], block2=acts["block2"])
+    a = float((head_act == 0).float().mean())
+    b = float((acts["block2"] < 0).float().mean())
+    assert lesson03.check_2(a, b, **ctx).ok
+    assert "swapped" in hint(lesson03.check_2(b, a, **ctx))
+    assert "raw head convolution" in hint(lesson03.check_2(float((acts["head"] == 0).float().mean()), b, **ctx))
+    assert "*positive*" in hint(lesson03.check_2(a, float((acts["block2"] > 0).float().mean()), **ctx))
+    assert "not a percentage" in hint(lesson03.check_2(100 * a, b, **ctx))
+    assert "one number" in hint(lesson03.check_2(head_act == 0, b, **ctx))
+    assert not lesson03.check_2(a, ..., **ctx).done
+
+
+def test_3_prediction():
+    assert lesson03.check_3(True, same=True).ok
+    assert "trained on randomly mirrored photos" in hint(lesson03.check_3(False, same=True))
+    assert "close call" in hint(lesson03.check_3(True, same=False))
+    assert "True or False" in hint(lesson03.check_3("yes", same=True))
+    assert not lesson03.check_3(..., same=True).done
+
+
+def test_wrong_answer_raises_outside_student_mode(maps):
+    exercises.student_copy(False)
+    with pytest.raises(ExerciseError, match="not the first"):
+        lesson03.check_1("block5", sizes={n: maps[0][n].shape[-1] for n in LAYERS}, input_size=SIZE)
+    with pytest.raises(ExerciseError, match="not done yet"):
+        lesson03.check_3(..., same=True)
