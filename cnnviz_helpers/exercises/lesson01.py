@@ -1,0 +1,137 @@
+"""Checks for the exercises of lesson 01 (maximally activating patches, ``notebooks/01_max_activating_patches.md``)."""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+import torch
+
+from . import Wrong, exercise
+
+__all__ = ["check_1", "check_2", "check_3", "check_4"]
+
+
+def _ints(answer, n: int, what: str) -> tuple[int, ...]:
+    """``answer`` as a tuple of ``n`` ints, or a hint saying what was expected."""
+    if not isinstance(answer, (tuple, list)) or len(answer) != n:
+        raise Wrong(f"expected {what}, got {answer!r}")
+    if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in answer):
+        raise Wrong(f"expected {what} as Python ints (use int(...)), got {tuple(type(v).__name__ for v in answer)}")
+    return tuple(int(v) for v in answer)
+
+
+@exercise("01.1", "predict which layer's units have more dogs among their top-9 photos")
+def check_1(prediction, *, measured: str, choices=("block2", "head")) -> None:
+    """``measured``: the layer of ``choices`` whose units had more dog photos among their top-9 (the lesson's count)."""
+    if prediction not in choices:
+        raise Wrong(f"answer one of {', '.join(repr(c) for c in choices)}, got {prediction!r}")
+    if prediction != measured:
+        if measured == choices[-1]:
+            raise Wrong(f"{measured} wins: an early unit sees a few pixels (a colour, an edge) that occur in any "
+                        "photo, so its top photos are a random draw of classes; a deep unit sees most of the "
+                        "photo and has learned features of what ImageNet is full of, such as dogs")
+        raise Wrong(f"{measured} wins on these photos: with few photos the counts are small and noisy")
+
+
+@exercise("01.2", "(r, j, a) of block3 by the recursion")
+def check_2(answer, *, rf, support, unit, size) -> None:
+    """``rf``: block3's traced receptive field; ``support``: (top, left, bottom, right) of the nonzero input
+    gradient of block3's unit ``unit`` = (i, j) on an image of ``size`` = (H, W): no formula involved."""
+    r, j, a = _ints(answer, 3, "the tuple (r, j, a) that recursion(chain_3) returns: three ints")
+    true_r, true_j, true_a = rf.size[0], rf.stride[0], rf.start[0]
+    if j != true_j:
+        if j * 2 == true_j:
+            raise Wrong("the jump j should double at block3.1, which has stride 2")
+        raise Wrong("j is the product of all the strides up to block3 (stem 2, block2.1 2, block3.1 2)")
+    if r != true_r:
+        if r > true_r:
+            raise Wrong("r is too large: a layer adds (k - 1) times the jump *before* it, j_{l-1}, not after it")
+        raise Wrong("r is too small: both block3 convolutions are 5x5, each adds (5 - 1) * j_{l-1}")
+    if a != true_a:
+        if a == -true_a:
+            raise Wrong("a has the wrong sign: top padding moves the first row a unit sees above the image")
+        raise Wrong("a is off: a_l = a_{l-1} - p_l j_{l-1}, with the *top* padding p (1 for block3.1, 2 for "
+                    "block3.2), multiplied by the jump before the layer")
+    (i, jj), (H, W) = unit, size
+    box = (max(a + i * j, 0), max(a + jj * j, 0), min(a + i * j + r - 1, H - 1), min(a + jj * j + r - 1, W - 1))
+    if box != tuple(support):
+        raise Wrong(f"your (r, j, a) predict the box {box} for unit {unit}, but its gradient is nonzero on {support}")
+
+
+@exercise("01.3", "the best photo of block4 unit 42 and the pixel at its receptive field's centre")
+def check_3(answer, *, model, photos, maxima, categories, unit=42, layer="block4") -> None:
+    """``maxima``: (N, C) every photo's maximum for every unit (a full pass, not the streaming top-9);
+    ``photos``: has ``.image(p)`` and ``.classes``. The check reruns the model on the best photo."""
+    from .. import capture, receptive_field     # the public API the lesson uses
+
+    if not (isinstance(answer, tuple) and len(answer) == 2):
+        raise Wrong("answer_3 should be a pair (class name, (row, column))")
+    name, centre = answer
+    order = maxima[:, unit].argsort(descending=True)
+    best = int(order[0])
+    if not isinstance(name, str):
+        raise Wrong(f"give the class *name* as a string (categories[...]), got {type(name).__name__}")
+    if name != categories[photos.classes[best]]:
+        if name == categories[best]:
+            raise Wrong("you looked the photo's index up in categories: photos.classes[p] is its class index")
+        if len(order) > 1 and name == categories[photos.classes[int(order[1])]]:
+            raise Wrong("that is the class of the unit's *second* best photo: rank 0 is the best")
+        raise Wrong(f"the photo with the largest activation of {layer} unit {unit} is not of class {name!r}")
+    row, col = _ints(centre, 2, "the centre as (row, column) pixel coordinates: two ints")
+    with capture(model, [layer]) as rec, torch.no_grad():
+        model(photos.image(best).to(next(model.parameters()).device))
+    a = rec[layer][0, unit]                                                       # (h, w)
+    i, j = divmod(int(a.argmax()), a.shape[1])
+    rf = receptive_field(model, layer)
+    half = ((rf.size[0] - 1) // 2, (rf.size[1] - 1) // 2)
+    want = (rf.start[0] + i * rf.stride[0] + half[0], rf.start[1] + j * rf.stride[1] + half[1])
+    if (row, col) == want:
+        return
+    if (row, col) == (i, j):
+        raise Wrong(f"({i}, {j}) is the position on the {a.shape[0]}x{a.shape[1]} map: convert it to input "
+                    "pixels with the receptive field, start + position * stride + (size - 1) / 2")
+    if (row, col) == (want[1], want[0]):
+        raise Wrong("row and column are swapped: give (row, column)")
+    if (row, col) == (want[0] - half[0], want[1] - half[1]):
+        raise Wrong("that is the top-left corner of the receptive field: add (size - 1) / 2 for its centre")
+    if (row, col) == (want[0] - rf.start[0], want[1] - rf.start[1]):
+        raise Wrong(f"you left out the start a = {rf.start[0]}: the first receptive field begins above and left "
+                    "of the photo (padding)")
+    raise Wrong(f"({row}, {col}) is not the centre of the receptive field of the unit's maximum")
+
+
+def _distinct(images: np.ndarray, groups: np.ndarray) -> float:
+    """Mean over units of the number of distinct groups among each unit's top photos ``images`` (C, k)."""
+    return float(np.mean([np.unique(groups[row]).size for row in images]))
+
+
+@exercise("01.4", "the mean number of distinct coarse groups among a unit's top-9, per layer")
+def check_4(answer, *, images: dict, classes) -> None:
+    """``images``: layer -> (C, k) photo indices of every unit's top-k; ``classes``: class index of every photo."""
+    if not isinstance(answer, dict):
+        raise Wrong(f"answer_4 should be a dict {{layer name: mean number of groups}}, got {type(answer).__name__}")
+    if set(answer) != set(images):
+        raise Wrong(f"answer_4 should have one entry per layer of LAYERS: {', '.join(images)}; "
+                    f"got {', '.join(map(str, answer))}")
+    classes = np.asarray(classes)
+    for name, idx in images.items():
+        idx = np.asarray(idx)
+        value = answer[name]
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise Wrong(f"answer_4[{name!r}] should be a number (a float), got {type(value).__name__}")
+        true = _distinct(idx, classes // 100)
+        if abs(value - true) < 1e-6:
+            continue
+        if abs(value - _distinct(idx, classes)) < 1e-6:
+            raise Wrong("you counted distinct *classes* (always the same here: one photo per class); "
+                        "count distinct groups, class index // 100")
+        if abs(value - _distinct(idx, np.arange(len(classes)) // 100)) < 1e-6:
+            raise Wrong("you grouped the photo indices: a photo's group is its *class* index // 100, "
+                        "photos.classes[p] // 100")
+        if not 1 <= value <= idx.shape[1]:
+            raise Wrong(f"answer_4[{name!r}] = {value:.3g}: a number of distinct groups among {idx.shape[1]} "
+                        f"photos lies between 1 and {idx.shape[1]}")
+        if float(value).is_integer():
+            raise Wrong(f"answer_4[{name!r}] is a whole number: give the mean over the units, not one unit's count "
+                        "nor a rounded value")
+        raise Wrong(f"answer_4[{name!r}] is not the mean over {name}'s units of the number of distinct groups")

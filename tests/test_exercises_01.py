@@ -1,0 +1,134 @@
+"""Lesson 01's exercise checks: the official answers pass, typical mistakes get their hint, stubs are not done."""
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cnnviz_helpers import capture, exercises, load_model, receptive_field
+from cnnviz_helpers.exercises import ExerciseError, lesson01
+
+SIZE = 96                    # small photos: block3's map is 12x12, block4's 6x6
+CHAIN_3 = [(3, 2, 0), (3, 1, 1), (3, 2, 0), (3, 1, 1), (5, 2, 1), (5, 1, 2)]
+
+
+@pytest.fixture(autouse=True)
+def student_mode():
+    exercises.student_copy(True)
+    yield
+    exercises.student_copy(False)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model()
+
+
+@pytest.fixture(scope="module")
+def photos():
+    """Six smooth random 'photos' with made-up classes (no download), shaped like a PhotoSet."""
+    g = torch.Generator().manual_seed(0)
+    imgs = F.interpolate(torch.rand(6, 3, 12, 12, generator=g), size=(SIZE, SIZE), mode="bilinear")
+    return SimpleNamespace(image=lambda p: imgs[p:p + 1], classes=[3, 151, 207, 285, 530, 999], all=imgs)
+
+
+def hint(feedback):
+    assert feedback.done and not feedback.ok
+    return feedback.message
+
+
+def recursion(layers, after=False):
+    """The lesson's recursion; ``after=True`` is the classic mistake of using the jump after the layer."""
+    r, j, a = 1, 1, 0
+    for k, s, p in layers:
+        r, j, a = (r + (k - 1) * j * s if after else r + (k - 1) * j), j * s, a - p * j
+    return r, j, a
+
+
+def test_1_prediction():
+    assert lesson01.check_1("head", measured="head").ok
+    assert "an early unit sees a few pixels" in hint(lesson01.check_1("block2", measured="head"))
+    assert "noisy" in hint(lesson01.check_1("head", measured="block2"))
+    assert "answer one of" in hint(lesson01.check_1("block4", measured="head"))
+    assert not lesson01.check_1(..., measured="head").done
+
+
+def test_2_receptive_field_of_block3(model, photos):
+    x = photos.image(0).clone().requires_grad_(True)
+    with capture(model, ["block3"]) as rec:
+        model(x)
+        a = rec["block3"]
+        c = int(a[0, :, 5, 6].argmax())
+        (g,) = torch.autograd.grad(a[0, c, 5, 6], x)
+    g = g[0].abs().sum(0)
+    rows, cols = (g.sum(1) > 0).nonzero().flatten(), (g.sum(0) > 0).nonzero().flatten()
+    ctx = dict(rf=receptive_field(model, "block3"), support=(int(rows[0]), int(cols[0]), int(rows[-1]), int(cols[-1])),
+               unit=(5, 6), size=(SIZE, SIZE))
+    assert lesson01.check_2(recursion(CHAIN_3), **ctx).ok
+    three = [(3, s, p) for _, s, p in CHAIN_3]
+    assert "both block3 convolutions are 5x5" in hint(lesson01.check_2(recursion(three), **ctx))
+    assert "*before* it" in hint(lesson01.check_2(recursion(CHAIN_3, after=True), **ctx))
+    no_stride = CHAIN_3[:4] + [(5, 1, 1), (5, 1, 2)]
+    assert "double at block3.1" in hint(lesson01.check_2(recursion(no_stride), **ctx))
+    r, j, a = recursion(CHAIN_3)
+    assert "wrong sign" in hint(lesson01.check_2((r, j, -a), **ctx))
+    bottom = CHAIN_3[:4] + [(5, 2, 2), (5, 1, 2)]
+    assert "*top* padding" in hint(lesson01.check_2(recursion(bottom), **ctx))
+    assert "three ints" in hint(lesson01.check_2((r, j), **ctx))
+    assert not lesson01.check_2(..., **ctx).done
+
+
+def test_3_best_photo_and_centre(model, photos):
+    from cnnviz_helpers.models import imagenet_categories
+    categories = imagenet_categories()
+    with capture(model, ["block4"]) as rec, torch.no_grad():
+        model(photos.all)
+        maps = rec["block4"]                                          # (6, 80, 6, 6)
+    maxima = maps.flatten(2).amax(2)                                  # (6, 80)
+    ctx = dict(model=model, photos=photos, maxima=maxima, categories=categories)
+    best = int(maxima[:, 42].argmax())
+    i, j = divmod(int(maps[best, 42].argmax()), maps.shape[-1])
+    rf = receptive_field(model, "block4")
+    half = (rf.size[0] - 1) // 2
+    centre = (rf.start[0] + i * rf.stride[0] + half, rf.start[1] + j * rf.stride[1] + half)
+    name = categories[photos.classes[best]]
+    assert lesson01.check_3((name, centre), **ctx).ok
+    assert "position on the" in hint(lesson01.check_3((name, (i, j)), **ctx))
+    assert "top-left corner" in hint(lesson01.check_3((name, (centre[0] - half, centre[1] - half)), **ctx))
+    assert "left out the start" in hint(lesson01.check_3((name, (centre[0] - rf.start[0], centre[1] - rf.start[1])),
+                                                         **ctx))
+    second = int(maxima[:, 42].argsort(descending=True)[1])
+    assert "*second* best" in hint(lesson01.check_3((categories[photos.classes[second]], centre), **ctx))
+    if categories[best] != name:
+        assert "photo's index" in hint(lesson01.check_3((categories[best], centre), **ctx))
+    assert "*name*" in hint(lesson01.check_3((photos.classes[best], centre), **ctx))
+    assert not lesson01.check_3(..., **ctx).done
+
+
+def test_4_distinct_groups():
+    g = torch.Generator().manual_seed(1)
+    classes = list(range(0, 1000, 33))[:30]                            # 30 photos, one class each
+    images = {"block2": torch.stack([torch.randperm(30, generator=g)[:9] for _ in range(24)]),
+              "head": torch.stack([torch.randperm(30, generator=g)[:9] for _ in range(40)])}
+    groups = torch.tensor(classes) // 100
+    right = {n: float(torch.tensor([len(set(groups[im[c]].tolist())) for c in range(len(im))]).float().mean())
+             for n, im in images.items()}                            # as the lesson's solution
+    assert lesson01.check_4(right, images=images, classes=classes).ok
+    assert "*classes*" in hint(lesson01.check_4({n: 9.0 for n in images}, images=images, classes=classes))
+    assert "photo indices" in hint(lesson01.check_4({n: 1.0 for n in images}, images=images, classes=classes))
+    assert "whole number" in hint(lesson01.check_4({n: float(round(v)) for n, v in right.items()},
+                                                   images=images, classes=classes))
+    assert "between 1 and 9" in hint(lesson01.check_4({n: 12.5 for n in images}, images=images, classes=classes))
+    assert "one entry per layer" in hint(lesson01.check_4({"block2": right["block2"]}, images=images, classes=classes))
+    assert "should be a dict" in hint(lesson01.check_4(list(right.values()), images=images, classes=classes))
+    assert not lesson01.check_4(..., images=images, classes=classes).done
+    assert np.isclose(right["head"], lesson01._distinct(images["head"].numpy(), np.asarray(classes) // 100))
+
+
+def test_wrong_answer_raises_outside_student_mode():
+    exercises.student_copy(False)
+    with pytest.raises(ExerciseError, match="an early unit"):
+        lesson01.check_1("block2", measured="head")
+    with pytest.raises(ExerciseError, match="not done yet"):
+        lesson01.check_1(..., measured="head")
