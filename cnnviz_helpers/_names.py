@@ -10,6 +10,7 @@ from typing import Iterable
 
 from torch import nn
 
+from ._checks import check_layer_name
 __all__ = ["layer_names", "resolve_layer", "resolve_layers"]
 
 
@@ -30,8 +31,7 @@ def resolve_layer(model: nn.Module, name: str) -> tuple[str, nn.Module]:
     An unknown name raises ``KeyError`` naming it, the closest valid names and
     how to list them all.
     """
-    if not isinstance(name, str):
-        raise TypeError(f"a layer name must be a string, got {type(name).__name__}: {name!r}")
+    check_layer_name(name)
     aliases = _aliases(model)
     modules = dict(model.named_modules())
     dotted = aliases.get(name, name)

@@ -36,6 +36,8 @@ from typing import Callable, Iterable, Mapping, Sequence
 import torch
 from torch import nn
 
+from ._util import gaussian_blur
+
 __all__ = [
     "Objective",
     "Context",
@@ -551,12 +553,7 @@ def gaussian_kernel(sigma: float, *, radius: int | None = None) -> torch.Tensor:
 
 
 def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    k = gaussian_kernel(sigma).to(x.device, x.dtype)
-    r = k.numel() // 2
-    c = x.shape[1]
-    pad = torch.nn.functional.pad(x, (r, r, r, r), mode="replicate")
-    y = torch.nn.functional.conv2d(pad, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return torch.nn.functional.conv2d(y, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    return gaussian_blur(x, sigma, padding="replicate")
 
 
 def blur(sigma: float = 1.0) -> Objective:

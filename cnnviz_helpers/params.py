@@ -29,6 +29,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ._checks import check_int, check_number
+
 __all__ = [
     "Param",
     "PixelParam",
@@ -62,9 +64,7 @@ def _size(size) -> tuple[int, int]:
 
 
 def _batch(batch) -> int:
-    if isinstance(batch, bool) or not isinstance(batch, numbers.Integral) or batch < 1:
-        raise ValueError(f"batch must be a positive integer, got {batch!r}")
-    return int(batch)
+    return check_int(batch, "batch", lo=1, must="a positive integer")
 
 
 def _generator(g: torch.Generator | None) -> torch.Generator:
@@ -230,10 +230,8 @@ def fft(
     """
     h, w = _size(size)
     n = _batch(batch)
-    if isinstance(sd, bool) or not isinstance(sd, numbers.Real) or sd < 0:
-        raise ValueError(f"sd must be a number >= 0, got {sd!r}")
-    if isinstance(decay_power, bool) or not isinstance(decay_power, numbers.Real) or decay_power < 0:
-        raise ValueError(f"decay_power must be a number >= 0, got {decay_power!r}")
+    check_number(sd, "sd", lo=0)
+    check_number(decay_power, "decay_power", lo=0)
     g = _generator(generator)
     spec = sd * torch.randn(n, 3, h, w // 2 + 1, 2, generator=g)
     dev = torch.device(device) if device is not None else torch.device("cpu")

@@ -25,20 +25,19 @@ boxes, stage by stage, on the changed regions (``dirty_span``).
 """
 from __future__ import annotations
 
-import copy
-import weakref
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import nn
 
-from .hooks import module_hooks
+from ._crops import Geometry, _crop_consistent, dirty_span, run_on_changed
+from .folding import _check_image, folded_copy
+from .hooks import frozen
 from .receptive import _RFMode, _identity
 
 __all__ = ["Chain", "ChainUnavailable", "Stage", "chain_of", "dirty_span", "folded_copy"]
 
-Geometry = tuple[int, int, int]  # (k, s, p) along one axis
 
 
 class ChainUnavailable(ValueError):
@@ -70,7 +69,7 @@ class Chain:
     def forward_changed(self, xb: torch.Tensor, spans) -> torch.Tensor:
         """The output for images ``xb`` that differ from the checked image only inside
         ``spans[i] = ((top, bottom), (left, right))``, recomputing only what changed."""
-        return _forward_changed(self, xb, spans)
+        return run_on_changed(self, xb, spans)
 
 
 def _seq(prefix: str, mods) -> list[tuple[str, Callable]]:
@@ -156,8 +155,6 @@ def chain_of(model: nn.Module, x: torch.Tensor, *, atol: float = 1e-4, fold: boo
     there is nothing to fold, or the folded chain fails the check, the model's own
     modules are used (``chain.folded`` is 0).
     """
-    from .hooks import frozen
-
     _check_image(x, "chain_of")
     with frozen(model), torch.no_grad():
         x = x.detach()
@@ -169,12 +166,6 @@ def chain_of(model: nn.Module, x: torch.Tensor, *, atol: float = 1e-4, fold: boo
                 except ChainUnavailable:
                     pass  # the unfolded chain below says why, or works
         return _chain_of(model, x, atol, model, 0)
-
-
-def _check_image(x, who: str) -> None:
-    if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != 3:
-        raise ValueError(f"{who} needs an image batch (N,3,H,W), got "
-                         f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
 
 
 def _chain_of(model: nn.Module, x: torch.Tensor, atol: float, runs: nn.Module, folded: int) -> Chain:
@@ -238,210 +229,3 @@ def _chain_of(model: nn.Module, x: torch.Tensor, atol: float, runs: nn.Module, f
             rows = cols = None
         local.append(Stage(name, fn, rows, cols))
     return Chain(local, tail, [n for n, _ in rest], clean, folded, want)
-
-
-_HOOK_DICTS = ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks",
-               "_forward_pre_hooks_with_kwargs", "_backward_hooks", "_backward_pre_hooks")
-
-
-def folded_copy(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, int]:
-    """A private inference copy of ``model`` and the number of batch norms folded into it.
-
-    One traced forward pass on ``x`` finds each ``BatchNorm2d`` whose input is exactly
-    the output of a ``Conv2d`` (each called once); in the copy the pair becomes one
-    convolution with ``w' = w * gamma / sqrt(var + eps)`` and
-    ``b' = (b - mean) * gamma / sqrt(var + eps) + beta`` (eval-mode batch norm is an
-    affine map per channel), and a symmetric zero-padding module in front of a
-    convolution (EfficientNet's 'same' padding) becomes the convolution's own padding.
-    The copy has no hooks and no gradients. ``(model, 0)`` when there is nothing to
-    fold (nothing is copied then). The model is left as it was.
-
-    The copy is remembered for the model (weakly) and made again as soon as any of
-    its parameters or buffers is replaced or changed in place (``Tensor._version``),
-    or the input size changes.
-    """
-    from .hooks import frozen
-
-    _check_image(x, "folded_copy")
-    key = (tuple(x.shape[-2:]), str(x.device), x.dtype,
-           tuple((id(t), t._version) for t in (*model.parameters(), *model.buffers())))
-    hit = _FOLDED.get(model)
-    if hit is not None and hit[0] == key:
-        return hit[1], hit[2]
-    with frozen(model), torch.no_grad():
-        copy_, n = _folded_copy(model, x.detach())
-    if n:
-        _FOLDED[model] = (key, copy_, n)
-    return copy_, n
-
-
-_FOLDED: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
-
-
-def _folded_copy(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, int]:
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-    conv_out: dict[int, tuple[str, torch.Tensor]] = {}
-    calls: dict[str, int] = {}
-    pairs: list[tuple[str, str]] = []
-
-    def on_conv(name):
-        def hook(mod, inp, out):
-            calls[name] = calls.get(name, 0) + 1
-            conv_out[id(out)] = (name, out)
-        return hook
-
-    def on_bn(name):
-        def hook(mod, inp, out):
-            calls[name] = calls.get(name, 0) + 1
-            e = conv_out.get(id(inp[0]))
-            if e is not None and e[1] is inp[0]:
-                pairs.append((e[0], name))
-        return hook
-
-    hooks = []
-    for name, m in model.named_modules():
-        if isinstance(m, nn.Conv2d):
-            hooks.append((m, on_conv(name)))
-        elif isinstance(m, nn.BatchNorm2d) and m.track_running_stats and m.running_mean is not None:
-            hooks.append((m, on_bn(name)))
-    with module_hooks(hooks):
-        model(x)
-    pairs = [(c, b) for c, b in pairs if calls[c] == 1 and calls[b] == 1]
-    if not pairs:
-        return model, 0
-    copy_ = copy.deepcopy(model).eval()
-    for m in copy_.modules():
-        for d in _HOOK_DICTS:
-            if isinstance(getattr(m, d, None), dict):
-                getattr(m, d).clear()
-    for p in copy_.parameters():
-        p.requires_grad_(False)
-        p.grad = None
-    for c, b in pairs:
-        conv, bn = copy_.get_submodule(c), copy_.get_submodule(b)
-        _set(copy_, c, fuse_conv_bn_eval(conv, bn))
-        _set(copy_, b, nn.Identity())
-    for m in copy_.modules():
-        pad = getattr(m, "static_padding", None)
-        if isinstance(m, nn.Conv2d) and isinstance(pad, nn.ZeroPad2d) and tuple(m.padding) == (0, 0):
-            left, right, top, bottom = pad.padding
-            if left == right and top == bottom:
-                m.padding = (top, left)
-                m.static_padding = nn.Identity()
-    return copy_, len(pairs)
-
-
-def _set(root: nn.Module, dotted: str, new: nn.Module) -> None:
-    parent, _, leaf = dotted.rpartition(".")
-    setattr(root.get_submodule(parent) if parent else root, leaf, new)
-
-
-def _crop_consistent(fn, rows: Geometry, cols: Geometry, inp: torch.Tensor, out: torch.Tensor) -> bool:
-    (h, w), (ho, wo) = inp.shape[-2:], out.shape[-2:]
-    ph = dirty_span(rows, h // 3, max(h // 3, h // 2), h, ho)
-    pw = dirty_span(cols, w // 3, max(w // 3, w // 2), w, wo)
-    if ph is None or pw is None:
-        return False
-    ((c0, c1), (a, b), oa), ((d0, d1), (e, f), oe) = ph, pw
-    res = fn(inp[..., c0:c1 + 1, d0:d1 + 1].clone())
-    part = res[..., oa:oa + b - a + 1, oe:oe + f - e + 1]
-    ref = out[..., a:b + 1, e:f + 1]
-    return part.shape == ref.shape and float((part - ref).abs().max()) <= 1e-4 * (1.0 + float(ref.abs().max()))
-
-
-def dirty_span(geom: Geometry | None, lo: int, hi: int, n_in: int, n_out: int):
-    """Along one axis: input units ``lo..hi`` (inclusive) have changed. Returns
-    ``((c0, c1), (a, b), o)``: recompute the stage on input units ``c0..c1``; its
-    outputs ``o .. o + b - a`` are the changed output units ``a..b``, exact;
-    everything else of the output is unchanged. ``None`` when no output changes.
-
-    ``c0`` is a multiple of the stage's stride, so the crop's outputs fall on the
-    full map's grid, and the crop holds every input unit those outputs read,
-    so the padding the stage adds at the crop's edges never reaches them.
-    """
-    if geom is None:
-        return (0, n_in - 1), (0, n_out - 1), 0
-    k, s, p = geom
-    a = max(0, -((p - k + 1 + lo) // -s))  # ceil((lo + p - k + 1) / s)
-    b = min(n_out - 1, (hi + p) // s)
-    if a > b:
-        return None
-    c0 = (max(0, a * s - p) // s) * s
-    c1 = min(n_in - 1, b * s - p + k - 1)
-    return (c0, c1), (a, b), a - c0 // s
-
-
-def _stride(geom) -> int:
-    return 1 if geom is None else geom[1]
-
-
-def _common_length(crops: list[tuple[int, int]], n: int, geom) -> int:
-    """A crop length that holds every crop ``(c0, c1)`` and, placed at the map's end, starts on the
-    stride's grid (so every grown crop can stay inside the map)."""
-    s = _stride(geom)
-    length = max(c1 - c0 + 1 for c0, c1 in crops)
-    return min(n, length + (n - length) % s)
-
-
-def _grown_start(crop: tuple[int, int], length: int, n: int, geom) -> int:
-    """Start of the crop of ``length`` that contains ``crop``, on the stride's grid, inside ``0..n-1``."""
-    c0, c1 = crop
-    start = min(c0, n - length)  # n - length is on the grid by _common_length (or 0)
-    start -= start % _stride(geom)
-    assert 0 <= start <= c0 and start + length - 1 >= c1, (crop, length, n, geom)
-    return start
-
-
-_WHOLE_MAP_FRACTION = 0.6  # crops larger than this part of the map: run the stage on whole maps (measured)
-
-
-def _forward_changed(chain: "Chain", xb: torch.Tensor, spans) -> torch.Tensor:
-    """Logits of the images ``xb``, which differ from the checked image ``chain.clean[0]`` only inside
-    ``spans[i] = ((top, bottom), (left, right))`` (inclusive): each local stage is recomputed
-    on the changed region of its input (plus the margin it reads) and pasted into a copy of
-    its clean output; the crops of all images grow to one size and go through the stage together.
-    Stages run on channels-last tensors: CPU convolutions (depthwise ones above all) are
-    markedly faster in that layout; the values are the same up to float rounding."""
-    clean = chain.clean
-    cur = xb
-    live = list(range(xb.shape[0]))  # images whose maps still differ from the clean ones
-    for i, stage in enumerate(chain.local):
-        (n_in_h, n_in_w), (n_out_h, n_out_w) = cur.shape[-2:], clean[i + 1].shape[-2:]
-        plans = {}
-        for k in live:
-            (t, b), (l, r) = spans[k]
-            ph = dirty_span(stage.rows, t, b, n_in_h, n_out_h)
-            pw = dirty_span(stage.cols, l, r, n_in_w, n_out_w)
-            if ph is not None and pw is not None:
-                plans[k] = (ph, pw)
-        if not plans:  # nothing changed any more (a strided stage dropped the changed units)
-            cur = clean[i + 1].expand(cur.shape[0], *clean[i + 1].shape[1:]).clone()
-            live, spans = [], {}
-            continue
-        area = max((ph[0][1] - ph[0][0] + 1) * (pw[0][1] - pw[0][0] + 1) for ph, pw in plans.values())
-        if area >= _WHOLE_MAP_FRACTION * n_in_h * n_in_w:
-            # the changed regions cover most of the map: one plain forward of the whole batch beats
-            # many crops (from here on every later stage runs whole too)
-            cur = stage.fn(cur.contiguous(memory_format=torch.channels_last))
-            spans = {k: ((0, n_out_h - 1), (0, n_out_w - 1)) for k in plans}
-            live = list(plans)
-            continue
-        nxt = clean[i + 1].expand(cur.shape[0], *clean[i + 1].shape[1:]).clone()
-        # one crop size for the whole batch (a single call of the stage): each crop grows to the
-        # largest, staying on the stride's grid and inside the map
-        members = list(plans)
-        lh = _common_length([plans[k][0][0] for k in members], n_in_h, stage.rows)
-        lw = _common_length([plans[k][1][0] for k in members], n_in_w, stage.cols)
-        starts = [(_grown_start(plans[k][0][0], lh, n_in_h, stage.rows),
-                   _grown_start(plans[k][1][0], lw, n_in_w, stage.cols)) for k in members]
-        crops = torch.stack([cur[k, :, r0:r0 + lh, q0:q0 + lw] for k, (r0, q0) in zip(members, starts)])
-        res = stage.fn(crops.contiguous(memory_format=torch.channels_last))
-        for j, (k, (r0, q0)) in enumerate(zip(members, starts)):
-            ((_, (a, b), _), (_, (e, f), _)) = plans[k]
-            oa, oe = a - r0 // _stride(stage.rows), e - q0 // _stride(stage.cols)
-            nxt[k, :, a:b + 1, e:f + 1] = res[j, :, oa:oa + b - a + 1, oe:oe + f - e + 1]
-        spans = {k: (plans[k][0][1], plans[k][1][1]) for k in plans}
-        live = list(plans)
-        cur = nxt
-    return chain.tail(cur)

@@ -24,6 +24,8 @@ from typing import Callable, Iterable, Sequence
 import torch
 import torch.nn.functional as F
 
+from ._checks import check_int, check_number
+
 __all__ = [
     "Transform",
     "jitter",
@@ -66,9 +68,7 @@ def _draw(n: int, g: torch.Generator) -> int:
 
 
 def _nonneg_int(v, what: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0:
-        raise ValueError(f"{what} must be an integer >= 0, got {v!r}")
-    return int(v)
+    return check_int(v, what, lo=0)
 
 
 def jitter(d: int, *, mode: str = "crop") -> Transform:
@@ -194,8 +194,7 @@ def standard(scale: float = 1.0) -> Transform:
 
     ``scale`` multiplies the pixel amounts (for smaller images: ``scale=0.5`` at 112 px).
     """
-    if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or scale <= 0:
-        raise ValueError(f"scale must be a positive number, got {scale!r}")
+    check_number(scale, "scale", above=0, must="a positive number")
     p, j1, j2 = (max(1, round(v * scale)) for v in (12, 8, 4))
     return compose(
         pad(p, mode="constant", value=0.5),

@@ -11,7 +11,8 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from ..hooks import RELU_FAMILY, Capture, capture, frozen, module_hooks, relu_rule
+from .._checks import check_choice
+from ..hooks import RELU_FAMILY, RELU_RULES, Capture, capture, frozen, module_hooks, relu_rule
 from .._names import resolve_layers
 from .._util import device_of
 from .targets import Neuron, Target, _class_targets, _image, _select
@@ -149,8 +150,7 @@ def _run(
     ``taps``: key -> (layer, at) of activations to record (and differentiate with respect to).
     Everything is validated before the model runs.
     """
-    if rule not in ("gradient", "guided", "deconvnet"):
-        raise ValueError(f"unknown rule {rule!r}: choose one of gradient, guided, deconvnet")
+    check_choice(rule, RELU_RULES, "rule")
     x = _image(x)
     classes = _class_targets(model, target, x.shape[0])
     if not (classes is not None or isinstance(target, Neuron) or callable(target)):

@@ -7,21 +7,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._checks import check_choice
 from ..hooks import frozen
 from .._names import resolve_layer
 from .._util import device_of
 from ._engine import _Taps, _run
 from .gradients import guided_backprop
-from .targets import _AT, Target, _class_targets, _image
+from .targets import Target, _check_at, _class_targets, _image
 
 __all__ = ["upsample_map", "cam", "gradcam", "guided_gradcam"]
+
+_MODES = ("bilinear", "nearest")
 
 
 def upsample_map(m: torch.Tensor, size: tuple[int, int], *, mode: str = "bilinear") -> torch.Tensor:
     """Resize maps ``(N,h,w)`` (or ``(h,w)``) to ``size`` = (H, W): bilinear (``align_corners=False``)
     or ``"nearest"``; values are not rescaled."""
-    if mode not in ("bilinear", "nearest"):
-        raise ValueError(f"unknown mode {mode!r}: choose bilinear or nearest")
+    check_choice(mode, _MODES, "mode")
     squeeze = m.dim() == 2
     t = m[None, None] if squeeze else m[:, None]
     if t.dim() != 4:
@@ -111,8 +113,7 @@ def gradcam(
 
     >>> gradcam(load_model("alexnet", weights=None), x, 3, "conv5").shape   # (1, 13, 13)
     """
-    if at not in _AT:
-        raise ValueError(f"at must be one of {', '.join(_AT)}, got {at!r}")
+    _check_at(at)
     _, acts, gacts, _ = _run(model, x, target, taps={"A": (layer, at)}, wrt_input=False)
     a, g = acts["A"], gacts["A"]
     if a.dim() != 4:
@@ -138,8 +139,7 @@ def guided_gradcam(
     ``mode``: how the Grad-CAM map is resized to the image (``"bilinear"``,
     Selvaraju et al.; captum's ``GuidedGradCam`` uses ``"nearest"``).
     """
-    if mode not in ("bilinear", "nearest"):
-        raise ValueError(f"unknown mode {mode!r}: choose bilinear or nearest")
+    check_choice(mode, _MODES, "mode")
     gc = gradcam(model, x, target, layer, at=at)
     gb = guided_backprop(model, x, target)
     return gb * upsample_map(gc, tuple(x.shape[-2:]), mode=mode)[:, None]

@@ -1,16 +1,15 @@
 """Faithfulness of an attribution map (Petsiuk et al. 2018, lesson 07): deletion and insertion curves."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from .._checks import check_int, check_number
 from ..hooks import frozen
-from .._util import device_of
+from .._util import device_of, gaussian_blur
 from .cam import upsample_map
 from .occlusion import _baseline_tensor
 from .targets import _class_targets, _image
@@ -64,12 +63,9 @@ def deletion_insertion(
     x = _image(x)
     if x.shape[0] != 1:
         raise ValueError(f"deletion_insertion explains one image (1,3,H,W), got a batch of {x.shape[0]}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-    if not (isinstance(blur_sigma, (int, float)) and blur_sigma > 0):
-        raise ValueError(f"blur_sigma must be a number > 0 (pixels), got {blur_sigma!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    steps = check_int(steps, "steps", lo=1)
+    blur_sigma = check_number(blur_sigma, "blur_sigma", above=0, must="a number > 0 (pixels)")
+    batch_size = check_int(batch_size, "batch_size", lo=1)
     classes = _class_targets(model, target, 1)
     if classes is None:
         raise TypeError("deletion_insertion takes a class index or name as target")
@@ -108,17 +104,5 @@ def deletion_insertion(
 
 
 def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Gaussian blur of ``(N,3,H,W)`` (kernel 2*ceil(3 sigma)+1, reflect padding)."""
-    r = int(math.ceil(3 * sigma))
-    c = x.shape[1]
-    pad_h, pad_w = min(r, x.shape[-2] - 1), min(r, x.shape[-1] - 1)  # reflect padding needs pad < size
-
-    def kernel(p: int) -> torch.Tensor:
-        t = torch.arange(-p, p + 1, dtype=x.dtype, device=x.device)
-        k = torch.exp(-t ** 2 / (2 * sigma ** 2))
-        return k / k.sum()
-
-    y = F.pad(x, (pad_w, pad_w, 0, 0), mode="reflect")
-    y = F.conv2d(y, kernel(pad_w).view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
-    y = F.pad(y, (0, 0, pad_h, pad_h), mode="reflect")
-    return F.conv2d(y, kernel(pad_h).view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+    """Gaussian blur of ``(N,3,H,W)`` (kernel 2*ceil(3 sigma)+1, reflect padding): insertion's start image."""
+    return gaussian_blur(x, sigma, padding="reflect")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .._checks import check_int, check_number
 from ..hooks import frozen, relu_rule
 from .._util import device_of
 from ._engine import _Taps, _check_rule, _run
@@ -70,12 +71,9 @@ def smoothgrad(
     NoiseTunnel does), from ``generator`` (default: a fresh generator seeded 0, so results
     repeat); gradients are computed ``batch_size`` noisy images at a time.
     """
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise ValueError(f"samples must be an integer >= 1, got {samples!r}")
-    if not (isinstance(stdev, (int, float)) and stdev >= 0):
-        raise ValueError(f"stdev must be a number >= 0 (pixel units), got {stdev!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    samples = check_int(samples, "samples", lo=1)
+    stdev = check_number(stdev, "stdev", lo=0, must="a number >= 0 (pixel units)")
+    batch_size = check_int(batch_size, "batch_size", lo=1)
     x = _image(x)
     n = x.shape[0]
     classes = _class_targets(model, target, n)

@@ -10,22 +10,12 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from .._checks import check_choice, check_int, check_size
 from ..hooks import frozen
 from .._util import device_of
 from .targets import _image
 
 __all__ = ["OcclusionResult", "OCCLUSION_METHODS", "best_batch_size", "occlusion", "occlusion_positions"]
-
-
-def _pair(v, what: str) -> tuple[int, int]:
-    if isinstance(v, int) and not isinstance(v, bool):
-        v = (v, v)
-    if (not isinstance(v, (tuple, list)) or len(v) != 2
-            or not all(isinstance(a, int) and not isinstance(a, bool) for a in v)):
-        raise ValueError(f"{what} must be an int or an (h, w) pair of ints, got {v!r}")
-    if min(v) < 1:
-        raise ValueError(f"{what} must be >= 1, got {tuple(v)}")
-    return int(v[0]), int(v[1])
 
 
 def occlusion_positions(size: tuple[int, int], window, stride) -> tuple[list[int], list[int]]:
@@ -34,7 +24,7 @@ def occlusion_positions(size: tuple[int, int], window, stride) -> tuple[list[int
 
     >>> occlusion_positions((224, 224), 32, 16)[0][:3]     # [0, 16, 32]
     """
-    (kh, kw), (sh, sw) = _pair(window, "window"), _pair(stride, "stride")
+    (kh, kw), (sh, sw) = check_size(window, "window"), check_size(stride, "stride")
     h, w = size
     if kh > h or kw > w:
         raise ValueError(f"window {(kh, kw)} is larger than the {h}x{w} image")
@@ -218,16 +208,15 @@ def occlusion(
     """
     from ..stages import ChainUnavailable, chain_of
 
-    if method not in OCCLUSION_METHODS:
-        raise ValueError(f"unknown occlusion method {method!r}: choose one of {', '.join(OCCLUSION_METHODS)}")
+    check_choice(method, OCCLUSION_METHODS, "occlusion method")
     x = _image(x)
     if x.shape[0] != 1:
         raise ValueError(f"occlusion explains one image (1,3,H,W), got a batch of {x.shape[0]}: loop over the images")
-    win, st = _pair(window, "window"), _pair(stride, "stride")
+    win, st = check_size(window, "window"), check_size(stride, "stride")
     h, w = x.shape[-2:]
     ys, xs = occlusion_positions((h, w), win, st)
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
-        raise ValueError(f"batch_size must be None (measure) or an integer >= 1, got {batch_size!r}")
+    if batch_size is not None:
+        check_int(batch_size, "batch_size", lo=1, must="None (measure) or an integer >= 1")
     dev = device_of(model)
     xd = x.detach().to(dev)
     base_img = _baseline_tensor(model, xd, baseline).expand_as(xd)

@@ -11,6 +11,7 @@ from typing import Callable, Sequence, Union
 import torch
 from torch import nn
 
+from .._checks import check_int
 from ..hooks import frozen
 from ..images import check_image
 from .._util import device_of
@@ -37,22 +38,25 @@ class Neuron:
     def __post_init__(self) -> None:
         if not isinstance(self.layer, str):
             raise TypeError(f"Neuron.layer must be a layer name (str), got {type(self.layer).__name__}")
-        if isinstance(self.channel, bool) or not isinstance(self.channel, numbers.Integral) or self.channel < 0:
-            raise ValueError(f"Neuron.channel must be an integer >= 0, got {self.channel!r}")
-        object.__setattr__(self, "channel", int(self.channel))
+        object.__setattr__(self, "channel", check_int(self.channel, "Neuron.channel", lo=0))
         if self.position is not None:
             p = self.position
             if (not isinstance(p, (tuple, list)) or len(p) != 2
                     or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 0 for v in p)):
                 raise ValueError(f"Neuron.position must be None or (row, column) integers >= 0, got {p!r}")
             object.__setattr__(self, "position", (int(p[0]), int(p[1])))
-        if self.at not in _AT:
-            raise ValueError(f"Neuron.at must be one of {', '.join(_AT)}, got {self.at!r}")
+        _check_at(self.at, "Neuron.at")
 
 
 Target = Union[int, str, Sequence[Union[int, str]], torch.Tensor, Neuron, Callable[[torch.Tensor], torch.Tensor]]
 
 _AT = ("output", "input")
+
+
+def _check_at(at: str, name: str = "at") -> str:
+    if at not in _AT:
+        raise ValueError(f"{name} must be one of {', '.join(_AT)}, got {at!r}")
+    return at
 
 
 def _num_classes(model: nn.Module) -> int | None:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import numbers
 import os
 import tempfile
 import warnings
@@ -97,10 +96,3 @@ def _cache_save(path: Path, data: dict) -> None:
         warnings.warn(
             f"cannot write the results cache {str(path.parent)!r} ({e}); results are not kept for the next run. "
             f"Set {CACHE_ENV} to a writable folder, or pass cache=False.", CacheWarning, stacklevel=3)
-
-
-def _check_int(name: str, v: object, lo: int, hi: int | None = None) -> int:
-    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < lo or (hi is not None and v > hi):
-        rng = f"in {lo}..{hi}" if hi is not None else f">= {lo}"
-        raise ValueError(f"{name} must be an integer {rng}, got {v!r}")
-    return int(v)

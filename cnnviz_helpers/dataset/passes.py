@@ -8,11 +8,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._checks import check_choice, check_int
 from ..hooks import capture
 from .._names import resolve_layers
 from .._util import device_of
 from ..receptive import receptive_field
-from .cache import _FORMAT, _cache_load, _cache_save, _check_int, _digest, _safe, model_fingerprint, runs_dir
+from .cache import _FORMAT, _cache_load, _cache_save, _digest, _safe, model_fingerprint, runs_dir
 from .photos import PhotoSet, TensorImages, _bar, _input_hw, _source
 from .topk import StreamingTopK, TopK, _rf_to_dict, _topk_result
 
@@ -33,7 +34,7 @@ def _probe_shapes(model: nn.Module, names: list[str], hw: tuple[int, int]) -> di
 
 
 def _check_batch(batch_size: int | None) -> int | None:
-    return None if batch_size is None else _check_int("batch_size", batch_size, 1)
+    return None if batch_size is None else check_int(batch_size, "batch_size", lo=1)
 
 
 def _stream(model: nn.Module, names: list[str], src: PhotoSet | TensorImages, batch_size: int | None,
@@ -98,10 +99,10 @@ def top_activations(
     resolved = resolve_layers(model, layers)  # KeyError with the closest names, before any work
     names = list(resolved)
     src = _source(photos) if photos is not None else PhotoSet(size=getattr(model, "input_size", 224))
-    k = _check_int("k", k, 1, len(src))
+    k = check_int(k, "k", lo=1, hi=len(src))
     batch_size = _check_batch(batch_size)
     if workers is not None:
-        _check_int("workers", workers, 0)
+        check_int(workers, "workers", lo=0)
     hw = _input_hw(src)
     fp = model_fingerprint(model) if cache else ""
     keys = {n: _digest("topk", fp, resolved[n][0], src.key, k, _FORMAT) for n in names}
@@ -166,14 +167,13 @@ def activations(
     """
     resolved = resolve_layers(model, layers)
     names = list(resolved)
-    if reduce not in REDUCTIONS:
-        raise ValueError(f"unknown reduce {reduce!r}: choose one of None, 'max', 'mean'")
+    check_choice(reduce, REDUCTIONS, "reduce")
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating torch.dtype (torch.float32, torch.float16), got {dtype!r}")
     src = _source(photos) if photos is not None else PhotoSet(size=getattr(model, "input_size", 224))
     batch_size = _check_batch(batch_size)
     if workers is not None:
-        _check_int("workers", workers, 0)
+        check_int(workers, "workers", lo=0)
     n_img = len(src)
     fp = model_fingerprint(model) if cache else ""
     keys = {n: _digest("acts", fp, resolved[n][0], src.key, reduce, str(dtype), _FORMAT) for n in names}

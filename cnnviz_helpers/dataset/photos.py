@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import numbers
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -12,16 +11,17 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from .cache import _FORMAT, _cache_load, _cache_save, _check_int, _digest, runs_dir
+from .._checks import check_int
+from .._util import to_uint8
+from .cache import _FORMAT, _cache_load, _cache_save, _digest, runs_dir
 
 __all__ = ["PhotoSet", "TensorImages"]
 
 
 def _to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """[0,1] float -> uint8, rounded. In numpy: one pass, no intra-op thread pool (these small
-    element-wise ops run in the decoding threads, where torch's pool only adds contention)."""
-    a = x.detach().cpu().numpy()
-    return torch.from_numpy(np.clip(a * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    """[0,1] float tensor -> uint8 tensor, rounded (``_util.to_uint8``, in numpy: these small element-wise
+    ops run in the decoding threads, where torch's intra-op pool only adds contention)."""
+    return torch.from_numpy(to_uint8(x.detach().cpu().numpy()))
 
 
 class PhotoSet(torch.utils.data.Dataset):
@@ -42,11 +42,9 @@ class PhotoSet(torch.utils.data.Dataset):
                  resize: int | None = None) -> None:
         from ..data import class_index, fetch_all, registry, sample_names
 
-        if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 8:
-            raise ValueError(f"size must be an integer >= 8 (pixels), got {size!r}")
+        size = check_int(size, "size", lo=8, must="an integer >= 8 (pixels)")
         resize = round(size * 256 / 224) if resize is None else resize
-        if isinstance(resize, bool) or not isinstance(resize, numbers.Integral) or resize < size:
-            raise ValueError(f"resize must be an integer >= size ({size}), got {resize!r}")
+        resize = check_int(resize, "resize", lo=size, must=f"an integer >= size ({size})")
         idx = list(range(1000)) if classes is None else [class_index(c) for c in classes]
         if not idx:
             raise ValueError("classes is empty: pass None (all 1000 photos) or at least one class")
@@ -138,7 +136,7 @@ class PhotoSet(torch.utils.data.Dataset):
         prepare`` runs this for the 1000 course photos, and ``make lab`` runs that.
         """
         if workers is not None:
-            _check_int("workers", workers, 0)
+            check_int(workers, "workers", lo=0)
         else:  # no consumer to overlap: every core decodes
             workers = min(8, os.cpu_count() or 1)
         if not self._load_decoded(cache):

@@ -7,6 +7,7 @@ import numbers
 import numpy as np
 import torch
 
+from .._checks import check_int
 from ..receptive import ReceptiveField
 from .photos import PhotoSet, TensorImages, _source
 
@@ -29,10 +30,8 @@ class StreamingTopK:
     """
 
     def __init__(self, channels: int, k: int) -> None:
-        for what, v in (("channels", channels), ("k", k)):
-            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
-                raise ValueError(f"{what} must be a positive integer, got {v!r}")
-        self.channels, self.k = int(channels), int(k)
+        self.channels = check_int(channels, "channels", lo=1, must="a positive integer")
+        self.k = check_int(k, "k", lo=1, must="a positive integer")
         self.values = torch.empty(self.channels, 0)
         self.images = torch.empty(self.channels, 0, dtype=torch.long)
         self.flat = torch.empty(self.channels, 0, dtype=torch.long)

@@ -7,6 +7,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from .._checks import check_choice
 from ._register import module_hooks, tensor_hook
 from .state import switch_off_inplace
 
@@ -69,8 +70,7 @@ def relu_rule(model: nn.Module, rule: str) -> Iterator[int]:
     calls inside ``forward`` cannot be seen; ``tests`` check that the two
     rules differ from the plain gradient on every course model.
     """
-    if rule not in RELU_RULES:
-        raise ValueError(f"unknown rule {rule!r}: choose one of {', '.join(RELU_RULES)}")
+    check_choice(rule, RELU_RULES, "rule")
     relus = [m for m in model.modules() if isinstance(m, RELU_FAMILY)]
     if rule != "gradient":
         _check_model(model, rule, relus)

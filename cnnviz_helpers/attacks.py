@@ -1,0 +1,122 @@
+"""Adversarial examples (lesson 12): ``fgsm`` and ``pgd`` are the optimization loop with the sign step
+and an L-inf projection (``linf_ball``)."""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from ._checks import check_int, check_number
+from ._loop import Step, _callbacks, optimize
+from .objectives import Objective, log_prob
+from .params import from_image
+
+__all__ = ["linf_ball", "fgsm", "pgd"]
+
+
+def _eps(eps, what: str = "eps") -> float:
+    return check_number(eps, what, above=0, hi=1, must="in (0, 1] on the [0,1] pixel scale (e.g. 2/255)")
+
+
+def linf_ball(center: torch.Tensor, eps: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Projection onto ``{x : |x - center|_∞ <= eps} ∩ [0,1]``: ``clamp(x, center-eps, center+eps)`` then [0,1].
+
+    ``center``: ``(N,3,H,W)`` in [0,1] (the clean images); ``eps`` on the [0,1] scale (4/255 = four grey levels).
+    """
+    eps = _eps(eps)
+    c = center.detach().clone()
+    lo, hi = (c - eps).clamp(0, 1), (c + eps).clamp(0, 1)
+
+    def project(x: torch.Tensor) -> torch.Tensor:
+        return torch.max(torch.min(x, hi.to(x.device)), lo.to(x.device))
+
+    project.__name__ = f"linf_ball(eps={eps:.4g})"
+    return project
+
+
+def _attack_objective(label, target) -> Objective:
+    if (label is None) == (target is None):
+        raise ValueError("give exactly one of label= (untargeted: move away from the true class) or "
+                         "target= (targeted: move towards this class)")
+    return -log_prob(label) if target is None else log_prob(target)
+
+
+def fgsm(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    eps: float,
+    label: int | Sequence[int] | None = None,
+    target: int | Sequence[int] | None = None,
+) -> torch.Tensor:
+    """Fast gradient sign method (Goodfellow et al. 2015; lesson 12): one step of size ``eps``.
+
+    Untargeted (``label``): ``x' = clip(x + eps·sign(∇x CE(f(x), label)))``;
+    targeted (``target``): ``x' = clip(x - eps·sign(∇x CE(f(x), target)))``.
+    ``x``: ``(N,3,H,W)`` in [0,1]; ``label``/``target``: one class or one per
+    image. Returns ``x'``, same shape, ``|x' - x|_∞ <= eps``, in [0,1].
+
+    >>> x_adv = fgsm(model, x, eps=2/255, label=model.predict(x)[0][0][0])
+    """
+    eps = _eps(eps)
+    objective = _attack_objective(label, target)
+    param = from_image(x)
+    res = optimize(model, objective, param, steps=1, lr=eps, optimizer="sign", project=linf_ball(param.image(), eps),
+                   progress=False)
+    if res.interrupted:  # half an attack is not an attack: let Ctrl-C through
+        raise KeyboardInterrupt
+    return res.image
+
+
+def pgd(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    eps: float,
+    steps: int = 10,
+    alpha: float | None = None,
+    label: int | Sequence[int] | None = None,
+    target: int | Sequence[int] | None = None,
+    random_start: bool = False,
+    until: float | None = None,
+    generator: torch.Generator | None = None,
+    callback: Callable[[Step], Any] | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Projected gradient descent (Madry et al. 2018; lesson 12): ``steps`` sign steps of size ``alpha``,
+    each followed by projection onto the L∞ ball of radius ``eps`` around ``x`` (and [0,1]).
+
+    ``alpha`` defaults to ``2.5·eps/steps``. ``random_start``: begin at a
+    uniform random point of the ball (drawn from ``generator``). ``until``
+    (targeted only): stop as soon as every image gives ``target`` a
+    probability >= ``until`` (the returned image is the one that did).
+    Returns the adversarial images ``(N,3,H,W)`` in [0,1]. Ctrl-C is re-raised (no partial attack).
+    """
+    eps = _eps(eps)
+    objective = _attack_objective(label, target)
+    steps = check_int(steps, "steps", lo=1, must="a positive integer")
+    alpha = 2.5 * eps / steps if alpha is None else _eps(alpha, "alpha")
+    if until is not None:
+        if target is None:
+            raise ValueError("until= is a target probability: use it with target=, not label=")
+        if not 0 < until < 1:
+            raise ValueError(f"until must be a probability in (0, 1), got {until!r}")
+    g = generator if generator is not None else torch.Generator().manual_seed(0)
+    param = from_image(x)
+    ball = linf_ball(param.image(), eps)
+    if random_start:
+        with torch.no_grad():
+            noise = (torch.rand(param.x.shape, generator=g) * 2 - 1) * eps
+            param.x.copy_(ball(param.x + noise.to(param.x.device)))
+    cbs = _callbacks(callback)
+    if until is not None:
+        import math
+
+        log_until = math.log(until)
+        cbs.append(lambda step: bool((step.score >= log_until).all()))
+    res = optimize(model, objective, param, steps=steps, lr=alpha, optimizer="sign", project=ball,
+                   callback=cbs or None, generator=g, progress=progress, desc="pgd")
+    if res.interrupted:  # unlike optimize, an attack does not return a half-finished image on Ctrl-C
+        raise KeyboardInterrupt
+    return res.image
