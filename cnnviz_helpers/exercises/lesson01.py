@@ -23,7 +23,7 @@ def _ints(answer, n: int, what: str) -> tuple[int, ...]:
 @exercise("01.1", "predict which layer's units have more dogs among their top-9 photos")
 def check_1(prediction, *, measured: str, choices=("block2", "head")) -> None:
     """``measured``: the layer of ``choices`` whose units had more dog photos among their top-9 (the lesson's count)."""
-    if prediction not in choices:
+    if not isinstance(prediction, str) or prediction not in choices:
         raise Wrong(f"answer one of {', '.join(repr(c) for c in choices)}, got {prediction!r}")
     if prediction != measured:
         if measured == choices[-1]:

@@ -1,6 +1,8 @@
 """Checks for the exercises of lesson 02 (filters, ``notebooks/02_filters.md``)."""
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 import torch
 
@@ -30,7 +32,7 @@ CANDIDATES = ("w", "w+", "|w|")
 @exercise("02.1", "predict the best non-negative unit-norm input of a depthwise kernel")
 def check_1(prediction, *, measured: str) -> None:
     """``measured``: the candidate (one of CANDIDATES) closest to what projected gradient ascent reached."""
-    if prediction not in CANDIDATES:
+    if not isinstance(prediction, str) or prediction not in CANDIDATES:
         raise Wrong(f"answer one of {', '.join(repr(c) for c in CANDIDATES)}, got {prediction!r}")
     if prediction == measured:
         return
@@ -69,6 +71,8 @@ def check_2(answer, *, W) -> None:
             raise Wrong("you ranked the filters by cosine (response divided by ||w||): the question asks for "
                         "the raw response w . x, where strong filters count for more")
         raise Wrong(f"filter {k} is not the one with the largest response w . edge")
+    if isinstance(value, bool) or not (isinstance(value, numbers.Real) or getattr(value, "ndim", None) == 0):
+        raise Wrong(f"the response should be one number (use float(...)), got {type(value).__name__}")
     value = float(value)
     if abs(value - r[best] / norms[best]) < 1e-4:
         raise Wrong("the index is right, but you divided the response by ||w||: give the raw w . edge")
