@@ -1,0 +1,117 @@
+"""Checks of lesson 12 (fooling a network): FGSM vs noise, linearity, a smaller PGD budget, transfer.
+
+The checks measure the facts themselves: a finite-difference slope for the linear
+prediction, fresh forward passes and a numpy softmax for probabilities, numpy argmaxes
+for agreement.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..hooks import frozen
+from . import Wrong, exercise
+from .lesson11 import number
+
+__all__ = ["check_1", "check_2", "check_3", "check_4"]
+
+
+def _near(a: float, b: float, rtol: float) -> bool:
+    return abs(a - b) <= rtol * max(abs(b), 1e-12)
+
+
+@torch.no_grad()
+def _logits(model, x: torch.Tensor) -> np.ndarray:
+    with frozen(model):
+        return model(x).double().cpu().numpy()
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+@exercise("12.1", "predict: at eps = 2/255, does FGSM or random noise cost more accuracy?")
+def check_1(prediction, *, eps, fgsm_accuracy, noise_accuracy):
+    if prediction not in ("fgsm", "noise"):
+        raise Wrong(f"answer 'fgsm' or 'noise', got {prediction!r}")
+    fact = "fgsm" if fgsm_accuracy < noise_accuracy else "noise"
+    if prediction != fact:
+        raise Wrong(f"measured at {eps:g}/255: accuracy {fgsm_accuracy:.2f} under FGSM, {noise_accuracy:.2f} under "
+                    "noise of the same size. Every pixel moving in the gradient's sign direction adds up "
+                    "(eps * ||grad||_1); random signs mostly cancel")
+
+
+@exercise("12.2", "the first-order and the actual increase of the loss for a step eps * sign(grad)")
+def check_2(predicted, actual, *, model, x, label, eps):
+    predicted, actual = number(predicted, "`predicted`"), number(actual, "`actual`")
+    with frozen(model), torch.enable_grad():                              # also when called under no_grad
+        xg = x.clone().requires_grad_(True)
+        g = torch.autograd.grad(F.cross_entropy(model(xg), label), xg)[0]
+    s = g.sign()
+    with torch.no_grad(), frozen(model):
+        J = lambda t, clip=True: float(F.cross_entropy(model((x + t * s).clamp(0, 1) if clip else x + t * s), label))
+        h = eps / 10
+        slope = (J(h, False) - J(-h, False)) / (2 * h)                     # the gradient along s, numerically
+        J0, J_up, J_down = J(0.0), J(eps), J(-eps)
+    first_order = eps * slope
+    if _near(predicted, first_order / eps, 0.05):
+        raise Wrong("`predicted` is ||grad||_1 without the step size: multiply by eps")
+    if _near(predicted, eps * float(g.norm()), 0.05):
+        raise Wrong("that is eps times the L2 norm of the gradient; grad . eps*sign(grad) = eps * sum |grad| (L1)")
+    if _near(predicted, eps * float(g.sum()), 0.05) and not _near(predicted, first_order, 0.05):
+        raise Wrong("you summed the signed gradient: grad . sign(grad) is the sum of its *absolute* values")
+    if not _near(predicted, first_order, 0.05):
+        raise Wrong(f"`predicted` = {predicted:.4g}, but the slope measured by finite differences gives "
+                    f"{first_order:.4g}: predicted = eps * sum |dJ/dx|")
+    if _near(actual, J_up, 1e-3):
+        raise Wrong("`actual` is the loss after the step; the question asks for its increase J(x + delta) - J(x)")
+    if _near(actual, J_down - J0, 1e-2):
+        raise Wrong("your step went down the gradient (x - eps*sign): FGSM adds eps * sign(grad) to increase the loss")
+    if not _near(actual, J_up - J0, 1e-2):
+        raise Wrong(f"`actual` = {actual:.4g}, but J(x + eps*sign(grad)) - J(x) = {J_up - J0:.4g} "
+                    "(cross-entropy with the true label, the image clipped to [0, 1])")
+
+
+@exercise("12.3", "PGD with eps = 2/255: the adversarial school bus and its probability of ostrich")
+def check_3(x_adv, p, *, model, x, target, eps):
+    if not isinstance(x_adv, torch.Tensor) or tuple(x_adv.shape) != tuple(x.shape):
+        shape = tuple(x_adv.shape) if isinstance(x_adv, torch.Tensor) else type(x_adv).__name__
+        raise Wrong(f"the adversarial image is {shape}; expected {tuple(x.shape)} like the photo "
+                    "(1 image, 3 colours, H, W), in [0, 1]")
+    if float(x_adv.min()) < 0 or float(x_adv.max()) > 1:
+        raise Wrong("the adversarial image leaves [0, 1]: an image must stay valid (pgd clips for you)")
+    linf = float((x_adv - x).abs().max())
+    if linf == 0:
+        raise Wrong("the adversarial image equals the photo: run pgd on it")
+    if linf > eps + 1e-6:
+        raise Wrong(f"a pixel moved by {linf * 255:.2f}/255, over the budget of {eps * 255:g}/255"
+                    + (" (you kept EPS_TARGETED = 4/255)" if linf <= 4 / 255 + 1e-6 else ""))
+    p = number(p, "`p`")
+    z = _logits(model, x_adv)[0]
+    probs = _softmax(z)
+    if not 0 <= p <= 1:
+        raise Wrong(f"p = {p:.3g} is not a probability: take the softmax of the logits (not a logit or a log)")
+    if abs(p - probs[target]) > 1e-4:
+        if abs(p - probs.max()) < 1e-4:
+            raise Wrong("that is the probability of the top class; the question asks for the target's (ostrich)")
+        raise Wrong(f"p = {p:.4f}, but your image gives ostrich a probability of {probs[target]:.4f}")
+    if p <= 0.5:
+        raise Wrong(f"p(ostrich) = {p:.3f} only: attack towards target=ostrich with step ALPHA and PGD_STEPS steps")
+
+
+@exercise("12.4", "the fraction of the fooling images that Lite2 classifies as their class")
+def check_4(fraction, *, other, maker, images, classes):
+    fraction = number(fraction, "the fraction")
+    want = np.asarray(classes)
+    f_other = float(np.mean(_logits(other, images).argmax(1) == want))
+    f_maker = float(np.mean(_logits(maker, images).argmax(1) == want))
+    if fraction > 1 and _near(fraction, 100 * f_other, 1e-6):
+        raise Wrong("that is a percentage: give a fraction in [0, 1]")
+    if fraction > 1 and _near(fraction, len(want) * f_other, 1e-6):
+        raise Wrong(f"that is a count: divide by the number of images ({len(want)})")
+    if abs(fraction - f_other) > 1e-6:
+        if abs(fraction - f_maker) < 1e-6:
+            raise Wrong("that is the model the images were made for (Lite0): ask `lite2`")
+        raise Wrong("not the share of images whose Lite2 top-1 class is the class they were made for")

@@ -1,0 +1,121 @@
+"""Lesson 12's exercise checks: the official answers pass, typical mistakes get their hint, stubs are 'not done'.
+
+A tiny, steep CNN on 16x16 images stands in for EfficientNet-Lite0 (the checks only call
+``model(x)``), so that PGD fools it within 2/255 in a few steps.
+"""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cnnviz_helpers import exercises
+from cnnviz_helpers.exercises import ExerciseError, lesson12
+from cnnviz_helpers.optimize import pgd
+
+
+def tiny_cnn(seed):
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(6 * 16 * 16, 10))
+    with torch.no_grad():
+        net[0].weight.mul_(4); net[3].weight.mul_(40)
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def nets():
+    return tiny_cnn(0), tiny_cnn(1)
+
+
+@pytest.fixture(scope="module")
+def photo():
+    return torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 0.8 + 0.1
+
+
+@pytest.fixture
+def student():
+    exercises.student_copy(True)
+    yield
+    exercises.student_copy(False)
+
+
+def wrong(fb, *words):
+    assert fb.done and not fb.ok, fb
+    for w in words:
+        assert w in fb.message, (w, fb.message)
+
+
+def test_1_prediction(student):
+    assert lesson12.check_1("fgsm", eps=2, fgsm_accuracy=0.05, noise_accuracy=0.7).ok
+    wrong(lesson12.check_1("noise", eps=2, fgsm_accuracy=0.05, noise_accuracy=0.7), "measured at 2/255")
+    wrong(lesson12.check_1("FGSM!", eps=2, fgsm_accuracy=0.05, noise_accuracy=0.7), "'fgsm' or 'noise'")
+    assert not lesson12.check_1(..., eps=2, fgsm_accuracy=0.05, noise_accuracy=0.7).done
+
+
+def grad(model, x, y):
+    xg = x.clone().requires_grad_(True)
+    return torch.autograd.grad(F.cross_entropy(model(xg), y), xg)[0]
+
+
+def test_2_linearity(student, nets, photo):
+    model, label, eps = nets[0], torch.tensor([3]), 0.1 / 255
+    g = grad(model, photo, label)                                      # as the lesson: loss_gradient
+    predicted = eps * float(g.abs().sum())
+    with torch.no_grad():
+        J = lambda x: float(F.cross_entropy(model(x), label))
+        actual = J((photo + eps * g.sign()).clamp(0, 1)) - J(photo)
+    ctx = dict(model=model, x=photo, label=label, eps=eps)
+    assert lesson12.check_2(predicted, actual, **ctx).ok
+    wrong(lesson12.check_2(float(g.abs().sum()), actual, **ctx), "multiply by eps")
+    wrong(lesson12.check_2(eps * float(g.norm()), actual, **ctx), "L2 norm")
+    with torch.no_grad():
+        downhill = J((photo - eps * g.sign()).clamp(0, 1)) - J(photo)
+        after = J((photo + eps * g.sign()).clamp(0, 1))
+    wrong(lesson12.check_2(predicted, downhill, **ctx), "down the gradient")
+    wrong(lesson12.check_2(predicted, after, **ctx), "its increase")
+    wrong(lesson12.check_2(predicted, "0.1", **ctx), "one number")
+    assert not lesson12.check_2(predicted, ..., **ctx).done
+
+
+def test_3_small_budget(student, nets, photo):
+    model, eps = nets[0], 2 / 255
+    target = int(model(photo).argsort(descending=True)[0, 1])          # the runner-up class
+    adv = pgd(model, photo, eps=eps, steps=40, alpha=0.5 / 255, target=target, until=0.99)
+    with torch.no_grad():
+        p = float(model(adv).softmax(-1)[0, target])
+    ctx = dict(model=model, x=photo, target=target, eps=eps)
+    assert p > 0.5
+    assert lesson12.check_3(adv, p, **ctx).ok
+    big = pgd(model, photo, eps=4 / 255, steps=40, alpha=0.5 / 255, target=target, until=0.99)
+    with torch.no_grad():
+        p_big = float(model(big).softmax(-1)[0, target])
+        logit = float(model(adv)[0, target])
+    wrong(lesson12.check_3(big, p_big, **ctx), "over the budget", "EPS_TARGETED")
+    wrong(lesson12.check_3(adv, logit, **ctx) if not 0 <= logit <= 1 else lesson12.check_3(adv, 7.0, **ctx),
+          "not a probability")
+    wrong(lesson12.check_3(adv[0], p, **ctx), "expected (1, 3, 16, 16)")
+    wrong(lesson12.check_3(photo.clone(), p, **ctx), "equals the photo")
+    assert not lesson12.check_3(..., ..., **ctx).done
+
+
+def test_4_transfer(student, nets):
+    maker, other = nets
+    images = torch.rand(20, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        top_maker, top_other = maker(images).argmax(-1), other(images).argmax(-1)
+    classes = torch.where(torch.arange(20) < 6, top_other, top_maker).tolist()   # 6 images the other agrees on
+    fraction = float((top_other == torch.tensor(classes)).float().mean())
+    by_maker = float((top_maker == torch.tensor(classes)).float().mean())
+    assert 0 < fraction < 1 and by_maker != fraction
+    ctx = dict(other=other, maker=maker, images=images, classes=classes)
+    assert lesson12.check_4(fraction, **ctx).ok
+    wrong(lesson12.check_4(by_maker, **ctx), "made for (Lite0)")
+    wrong(lesson12.check_4(100 * fraction, **ctx), "percentage")
+    wrong(lesson12.check_4(20 * fraction, **ctx), "a count")
+    wrong(lesson12.check_4([fraction], **ctx), "one number")
+    assert not lesson12.check_4(..., **ctx).done
+
+
+def test_wrong_answer_raises_in_a_shipped_lesson():
+    exercises.student_copy(False)
+    with pytest.raises(ExerciseError, match="12.1"):
+        lesson12.check_1("noise", eps=2, fgsm_accuracy=0.05, noise_accuracy=0.7)
