@@ -1,6 +1,7 @@
 """Lesson 03's exercise checks: the official answers pass, typical mistakes get their hint, stubs are not done."""
 import pytest
 import torch
+import torch.nn.functional as F
 
 from cnnviz_helpers import capture, exercises, load_model
 from cnnviz_helpers.exercises import ExerciseError, lesson03
@@ -17,11 +18,19 @@ def student_mode():
 
 
 @pytest.fixture(scope="module")
-def maps():
-    model = load_model()
-    x = torch.rand(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
+def model():
+    return load_model()
+
+
+@pytest.fixture(scope="module")
+def image():
+    return torch.rand(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.fixture(scope="module")
+def maps(model, image):
     with capture(model, LAYERS) as rec, torch.no_grad():
-        model(x)
+        model(image)
         acts = {n: rec[n][0] for n in LAYERS}
         head_act = model.net._swish(model.net._bn1(acts["head"][None]))[0]
     return acts, head_act
@@ -74,3 +83,20 @@ def test_wrong_answer_raises_outside_student_mode(maps):
         lesson03.check_1("block5", sizes={n: maps[0][n].shape[-1] for n in LAYERS}, input_size=SIZE)
     with pytest.raises(ExerciseError, match="not done yet"):
         lesson03.check_3(..., same=True)
+
+
+def test_4_stem_activation_by_hand(model, image, maps):
+    acts, _ = maps
+    x = image
+    W = model.net._conv_stem.weight.detach()
+    i = j = SIZE // 2 - 1                                     # the bottom-right unit of the stem's map
+    ctx = dict(x=x, W=W, recorded=acts["stem"][5, i, j], channel=5, unit=(i, j))
+    def by_hand(image, pad):
+        return float((W[5] * F.pad(image, pad)[0, :, 2 * i:2 * i + 3, 2 * j:2 * j + 3]).sum())
+    z = (x - 0.5) / 0.5
+    assert lesson03.check_4(by_hand(z, (0, 1, 0, 1)), **ctx).ok
+    assert "one row and one column too early" in hint(lesson03.check_4(by_hand(z, (1, 1, 1, 1)), **ctx))
+    assert "normalized image" in hint(lesson03.check_4(by_hand(x, (0, 1, 0, 1)), **ctx))
+    assert "sign" in hint(lesson03.check_4(-by_hand(z, (0, 1, 0, 1)), **ctx))
+    assert "one number" in hint(lesson03.check_4(W[5], **ctx))
+    assert not lesson03.check_4(..., **ctx).done

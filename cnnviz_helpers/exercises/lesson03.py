@@ -2,17 +2,23 @@
 from __future__ import annotations
 
 import numpy as np
+import torch.nn.functional as F
 
 from . import Wrong, exercise
 
-__all__ = ["check_1", "check_2", "check_3"]
+__all__ = ["check_1", "check_2", "check_3", "check_4"]
 
 
-def _fraction(answer, name: str) -> float:
+def _number(answer, name: str) -> float:
     """``answer`` as a float, or a hint if it is not one number."""
     if isinstance(answer, bool) or not (isinstance(answer, (int, float, np.number)) or getattr(answer, "ndim", None) == 0):
         raise Wrong(f"{name} should be one number (a Python float), got {type(answer).__name__}")
-    value = float(answer)
+    return float(answer)
+
+
+def _fraction(answer, name: str) -> float:
+    """``answer`` as a float in [0, 1], or a hint."""
+    value = _number(answer, name)
     if value > 1 and value <= 100:
         raise Wrong(f"{name} = {value:.3g} is above 1: give a fraction in [0, 1], not a percentage or a count")
     if not 0 <= value <= 1:
@@ -80,3 +86,30 @@ def check_3(prediction, *, same: bool) -> None:
                         "activation maps themselves change")
         raise Wrong("the top-1 class changed: the model was trained on mirrored photos too, but this "
                     "photo is a close call between similar classes, and mirroring tips the balance")
+
+
+@exercise("03.4", "a stem activation at the bottom-right unit, by hand")
+def check_4(answer, *, x, W, recorded, channel: int, unit: tuple[int, int]) -> None:
+    """``x``: (1, 3, H, W) image in [0, 1]; ``W``: (32, 3, 3, 3) stem weights; ``recorded``: what the hook saw."""
+    value, want = _number(answer, "answer_4"), float(recorded)
+    tol = 1e-4 * max(1.0, abs(want))
+    if abs(value - want) < tol:
+        return
+    i, j = unit
+    w = W[channel].detach().cpu()
+    x = x.detach().cpu()
+
+    def by_hand(image, pad):                          # (left, right, top, bottom) padding
+        patch = F.pad(image, pad)[0, :, 2 * i:2 * i + 3, 2 * j:2 * j + 3]
+        return float((w * patch).sum()) if patch.shape == w.shape else float("nan")
+
+    z = (x - 0.5) / 0.5
+    if abs(value - by_hand(z, (1, 1, 1, 1))) < tol:
+        raise Wrong("your window starts one row and one column too early: TensorFlow's 'same' padding with "
+                    "stride 2 on an even size pads one row at the bottom and one column at the right, none on top")
+    if abs(value - by_hand(x, (0, 1, 0, 1))) < tol:
+        raise Wrong("you used the image x in [0, 1]: the stem sees the normalized image z = (x - 0.5) / 0.5")
+    if abs(value + want) < tol:
+        raise Wrong("the sign is flipped")
+    raise Wrong(f"{value:.4f} is not what the stem computes at channel {channel}, unit {unit}: "
+                "the sum over colour and the 3x3 window starting at row 2i, column 2j of the padded z")
