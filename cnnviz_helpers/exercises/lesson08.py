@@ -1,0 +1,165 @@
+"""Exercise checks of lesson 08 (class and neuron visualization): notebooks/08_class_visualization.md.
+
+The references are independent of the student's code path: the exact receptive-field
+tracer of lesson 01, a separate forward pass through ``capture`` (never the optimization
+loop), and torch's softmax for a numpy softmax.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from . import Wrong, exercise
+from .lesson07 import close, diagnose, tensor
+
+__all__ = ["RF_OPTIONS", "check_1", "check_2", "check_3", "check_4"]
+
+RF_OPTIONS = (10, 30, 70, 150)
+
+
+@exercise("08.1", "predict the width in pixels of a block3 unit's receptive field")
+def check_1(prediction, *, measured_width: int, options: Sequence[int] = RF_OPTIONS):
+    if isinstance(prediction, bool) or not isinstance(prediction, (int, float)) or prediction not in options:
+        raise Wrong(f"answer with one of {', '.join(map(str, options))} (pixels), got {prediction!r}")
+    fact = min(options, key=lambda o: abs(math.log(o / measured_width)))
+    if prediction != fact:
+        side = "small" if prediction < fact else "large"
+        raise Wrong(f"too {side}: measured {measured_width} pixels, closest to {fact}. block3's units are "
+                    f"8 pixels apart (three stride-2 stages), and every k×k convolution after a stride-s "
+                    f"step widens the field by (k - 1)·s pixels, so the field grows fast with depth")
+
+
+def _int4(answer) -> tuple[int, int, int, int]:
+    if not isinstance(answer, (tuple, list)) or len(answer) != 4:
+        raise Wrong(f"give a tuple of four pixel indices (top, left, bottom, right), got {answer!r:.80}")
+    out = []
+    for v in answer:
+        if isinstance(v, torch.Tensor) and v.numel() == 1:
+            v = v.item()
+        if isinstance(v, np.generic):
+            v = v.item()
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise Wrong(f"the box holds whole pixel indices (int), got {type(v).__name__} {v!r}: use int(...)")
+        out.append(v)
+    return tuple(out)  # type: ignore[return-value]
+
+
+@exercise("08.2", "the bounding box (top, left, bottom, right) of the gradient's support")
+def check_2(answer, *, rf_box: Sequence[int], size: int):
+    t, l, b, r = _int4(answer)
+    T, Lf, B, R = rf_box
+    if b < t or r < l:
+        raise Wrong(f"bottom < top or right < left in {answer}: the order is (top, left, bottom, right), "
+                    f"rows first, each the smallest then the largest index")
+    if (t, l, b, r) == (0, 0, size - 1, size - 1) and rf_box != (0, 0, size - 1, size - 1):
+        raise Wrong("that is the whole image: did you differentiate the whole channel (all positions) "
+                    "instead of the single unit at the centre of block3's map?")
+    if b == B + 1 or r == R + 1:
+        raise Wrong("off by one: bottom and right are the last row and column *included* (nz.max()), "
+                    "not one past them")
+    if t < T or l < Lf or b > B or r > R:
+        raise Wrong(f"your box {answer} reaches outside the unit's receptive field {tuple(rf_box)}: a unit "
+                    f"cannot depend on pixels it never sees. Is (i, j) the centre of block3's map?")
+    hf, wf = (b - t + 1) / (B - T + 1), (r - l + 1) / (R - Lf + 1)
+    if min(hf, wf) < 0.6:
+        raise Wrong(f"your box covers only {hf:.0%} × {wf:.0%} of the receptive field {tuple(rf_box)}: the "
+                    f"gradient is non-zero on most of it. Did you give feature-map coordinates, or threshold "
+                    f"|gradient| instead of testing != 0?")
+
+
+def _penalty_mistakes(v, unit, other_units, pen, lam):
+    diagnose(v, {
+        "the penalty has the wrong sign: penalties are subtracted, objective - 1000 * obj.tv()": unit + lam * pen,
+        "your objective has no TV penalty: subtract 1000 * obj.tv()": unit,
+        **{hint: u - lam * pen for hint, u in other_units.items()},
+    }, rel=1e-4)
+
+
+@exercise("08.3", "make the unit block4[5] at row 2, column 5 fire: objective and optimized image")
+def check_3(objective, image, *, model, size: int, layer: str = "block4", k: int = 5, i: int = 2, j: int = 5,
+            lam: float = 1000.0):
+    from .. import objectives as obj
+    from ..hooks import capture
+    from ..objectives import Context, Objective
+
+    if not isinstance(objective, Objective):
+        raise Wrong(f"objective_3 must be an objective built from cnnviz_helpers.objectives "
+                    f"(e.g. obj.neuron(...) - ...), got {type(objective).__name__}")
+    if objective.layers != (layer,):
+        raise Wrong(f"your objective reads the layers {objective.layers}; the unit is in {layer!r} only")
+    g = torch.Generator().manual_seed(0)                          # three smooth test images and a flat one
+    coarse = torch.rand(3, 3, max(2, size // 12), max(2, size // 12), generator=g)
+    imgs = torch.cat([torch.nn.functional.interpolate(coarse, size=(size, size), mode="bilinear"),
+                      torch.full((1, 3, size, size), 0.3)]).to(next(model.parameters()).device)
+    with capture(model, [layer]) as rec, torch.no_grad():
+        logits = model(imgs)
+        a = rec[layer]                                            # (N, C, h, w): measured by a forward pass
+    ctx = Context(image=imgs, input=imgs, logits=logits, activations={layer: a})
+    try:
+        with torch.no_grad():
+            v = objective(ctx).double().cpu()
+    except Exception as e:  # noqa: BLE001 - any failure of the student's objective becomes a hint
+        raise Wrong(f"evaluating your objective failed: {type(e).__name__}: {e}") from None
+    a = a.double().cpu()
+    unit, pen = a[:, k, i, j], obj.tv()(ctx).double().cpu()
+    if not close(v, unit - lam * pen, 1e-4):
+        _penalty_mistakes(v, unit, {
+            f"row and column are swapped: the unit is at row i = {i}, column j = {j}: obj.neuron(layer, k, i, j)":
+                a[:, k, j, i],
+            "that is the unit at the centre of the map: pass its row and column, obj.neuron(layer, k, i, j)":
+                a[:, k, a.shape[2] // 2, a.shape[3] // 2],
+            "that is the mean of the whole channel (obj.channel): the task is one unit, obj.neuron": a[:, k].mean((1, 2)),
+        }, pen, lam)
+        raise Wrong(f"your objective is not {layer}[{k}] at ({i}, {j}) minus {lam:g} · TV on test images: "
+                    f"obj.neuron({layer!r}, {k}, {i}, {j}) - {lam:g} * obj.tv()")
+    if hasattr(image, "image") and not isinstance(image, torch.Tensor):
+        raise Wrong("image_3 is the optimization's result object: take its .image")
+    im = tensor(image, "image_3")
+    if tuple(im.shape) != (1, 3, size, size):
+        raise Wrong(f"image_3 must be one image (1, 3, {size}, {size}) (batch, colour, rows, columns), "
+                    f"got shape {tuple(im.shape)}")
+    if float(im.min()) < 0 or float(im.max()) > 1:
+        raise Wrong("image_3 has values outside [0, 1]: take optimize(...).image, which is clamped")
+    with capture(model, [layer]) as rec, torch.no_grad():
+        model(torch.cat([torch.full_like(im, 0.5), im]).float().to(imgs.device))
+        before, after = (float(u) for u in rec[layer][:, k, i, j])
+    if after <= before:
+        raise Wrong(f"the unit went *down*, {before:.3f} -> {after:.3f}: optimize maximizes its objective; "
+                    f"is the unit's term positive?")
+    if after < before + 1.0:
+        raise Wrong(f"the unit rose only from {before:.3f} to {after:.3f} (at least +1 expected): start from "
+                    f"params.pixels and run NSTEPS steps with lr=0.02")
+
+
+@exercise("08.4", "each class image's probability of its own class, by a numpy softmax of the logits")
+def check_4(answer, *, logits, ids: Sequence[int], reference):
+    S = np.asarray(logits, dtype=np.float64)                      # (n, classes)
+    n, ids = S.shape[0], np.asarray(ids)
+    ref = torch.as_tensor(reference).double().cpu()
+    p = tensor(answer, "answer_4")
+    if tuple(p.shape) == S.shape:
+        raise Wrong(f"shape {S.shape} is every class's probability: pick each image's own target, "
+                    f"P[np.arange({n}), ids], shape ({n},)")
+    if tuple(p.shape) == (n, n):
+        raise Wrong(f"shape ({n}, {n}): P[:, ids] gives every image's probability for every target; each "
+                    f"image has one target: P[np.arange({n}), ids], shape ({n},)")
+    if tuple(p.shape) != (n,):
+        raise Wrong(f"expected shape ({n},), one probability per image, got {tuple(p.shape)}")
+    if close(p, ref, 1e-4):
+        return
+    rows = np.arange(n)
+    e1 = np.exp(S - S.max(axis=1, keepdims=True))
+    e0 = np.exp(S - S.max(axis=0, keepdims=True))
+    diagnose(p, {
+        "those are the logits S_c themselves: apply the softmax e^S_c / Σ_k e^S_k": S[rows, ids],
+        "not normalized: divide e^(S_c - max) by the sum of e^(S_k - max) over all the classes": e1[rows, ids],
+        "you normalized over the images (axis 0): the softmax sums over the classes of one image (axis 1)":
+            (e0 / e0.sum(axis=0, keepdims=True))[rows, ids],
+    }, rel=1e-4)
+    if float(p.min()) < 0:
+        raise Wrong("negative values: these look like log-probabilities; a probability is in [0, 1]")
+    raise Wrong(f"differs from the model's softmax by up to {float((p - ref).abs().max()):.3g}: "
+                f"p_c = e^(S_c - max) / Σ_k e^(S_k - max), per image")

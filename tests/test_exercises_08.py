@@ -1,0 +1,104 @@
+"""Lesson 08's exercise checks: the official answers pass, typical wrong answers get their specific hint,
+the stub is "not done", and outside a student copy a wrong answer is an error."""
+import numpy as np
+import pytest
+import torch
+
+from test_exercises_07 import model, rejected, student  # noqa: F401 - the shared fixtures and helper
+
+from cnnviz_helpers import exercises, receptive_field
+from cnnviz_helpers import objectives as obj
+from cnnviz_helpers import params
+from cnnviz_helpers.exercises import ExerciseError
+from cnnviz_helpers.exercises import lesson08 as L
+from cnnviz_helpers.hooks import capture
+from cnnviz_helpers.optimize import optimize
+
+SIZE = 96
+
+
+def test_1(student):
+    assert L.check_1(70, measured_width=67).ok
+    rejected(L.check_1(10, measured_width=67), "too small", "67")
+    rejected(L.check_1(150, measured_width=67), "too large")
+    rejected(L.check_1(64, measured_width=67), "one of 10, 30, 70, 150")
+    rejected(L.check_1("70", measured_width=67), "one of")
+    assert not L.check_1(..., measured_width=67).done
+
+
+@pytest.fixture(scope="module")
+def block3(model):
+    rf = receptive_field(model, "block3", SIZE)
+    xg = torch.full((1, 3, SIZE, SIZE), 0.5, requires_grad=True)      # as the lesson's solution
+    with capture(model, ["block3"]) as rec:
+        model(xg)
+        i, j = rec["block3"].shape[2] // 2, rec["block3"].shape[3] // 2
+        (grad,) = torch.autograd.grad(rec["block3"][0, 7, i, j], xg)
+    nz = grad[0].abs().sum(0).nonzero()
+    box = (int(nz[:, 0].min()), int(nz[:, 1].min()), int(nz[:, 0].max()), int(nz[:, 1].max()))
+    return box, rf.clipped_box(i, j, SIZE, SIZE)
+
+
+def test_2(block3, student):
+    box, rf_box = block3
+    ctx = dict(rf_box=rf_box, size=SIZE)
+    assert L.check_2(box, **ctx).ok
+    assert L.check_2(list(np.array(box)), **ctx).ok                     # numpy ints are fine
+    t, l, b, r = box
+    rejected(L.check_2((b, r, t, l), **ctx), "(top, left, bottom, right)")
+    rejected(L.check_2((0, 0, SIZE - 1, SIZE - 1), **ctx), "whole image")
+    rejected(L.check_2((t, l, rf_box[2] + 1, r), **ctx), "off by one")
+    rejected(L.check_2((t, l, t + 3, l + 3), **ctx), "covers only")
+    rejected(L.check_2((float(t), l, b, r), **ctx), "int")
+    rejected(L.check_2((t, l, b), **ctx), "four pixel indices")
+    assert not L.check_2(..., **ctx).done
+
+
+@pytest.fixture(scope="module")
+def run3(model):
+    objective = obj.neuron("block4", 5, 2, 5) - 1000.0 * obj.tv()     # as the lesson's solution
+    image = optimize(model, objective, params.pixels(SIZE), steps=10, lr=0.02, progress=False).image
+    return objective, image
+
+
+def test_3(model, run3, student):
+    objective, image = run3
+    ctx = dict(model=model, size=SIZE)
+    assert L.check_3(objective, image, **ctx).ok
+    rejected(L.check_3(obj.neuron("block4", 5, 5, 2) - 1000.0 * obj.tv(), image, **ctx), "swapped")
+    rejected(L.check_3(obj.neuron("block4", 5) - 1000.0 * obj.tv(), image, **ctx), "centre of the map")
+    rejected(L.check_3(obj.channel("block4", 5) - 1000.0 * obj.tv(), image, **ctx), "whole channel")
+    rejected(L.check_3(obj.neuron("block4", 5, 2, 5) + 1000.0 * obj.tv(), image, **ctx), "wrong sign")
+    rejected(L.check_3(obj.neuron("block4", 5, 2, 5), image, **ctx), "no TV penalty")
+    rejected(L.check_3(obj.neuron("block5", 5, 2, 5) - 1000.0 * obj.tv(), image, **ctx), "'block4' only")
+    rejected(L.check_3("block4", image, **ctx), "must be an objective")
+    rejected(L.check_3(objective, image[0], **ctx), "(1, 3, 96, 96)")
+    rejected(L.check_3(objective, torch.full_like(image, 0.5), **ctx), "went *down*")
+    assert not L.check_3(objective, ..., **ctx).done
+
+
+def test_4(student):
+    g = np.random.default_rng(0)
+    S = g.normal(0, 3, size=(3, 20))
+    ids = [4, 11, 7]
+    S[np.arange(3), ids] += 12                                          # confident, as the class images
+    ref = torch.softmax(torch.tensor(S), 1)[torch.arange(3), ids].float()
+    ctx = dict(logits=S, ids=ids, reference=ref)
+    e = np.exp(S - S.max(axis=1, keepdims=True))                        # as the lesson's solution
+    P = e / e.sum(axis=1, keepdims=True)
+    assert L.check_4(P[np.arange(3), ids], **ctx).ok
+    rejected(L.check_4(P, **ctx), "every class's probability")
+    rejected(L.check_4(P[:, ids], **ctx), "P[:, ids]")
+    rejected(L.check_4(e[np.arange(3), ids], **ctx), "not normalized")
+    e0 = np.exp(S - S.max(axis=0, keepdims=True))
+    rejected(L.check_4((e0 / e0.sum(axis=0, keepdims=True))[np.arange(3), ids], **ctx), "axis 0")
+    rejected(L.check_4(S[np.arange(3), ids], **ctx), "logits")
+    rejected(L.check_4(np.log(P[np.arange(3), ids]), **ctx), "log-probabilities")
+    rejected(L.check_4([0.9, 0.9, 0.9], **ctx), "must be a tensor")
+    assert not L.check_4(..., **ctx).done
+
+
+def test_wrong_answer_is_an_error_outside_a_student_copy():
+    assert not exercises.is_student_copy()
+    with pytest.raises(ExerciseError, match="08.1"):
+        L.check_1(10, measured_width=67)
