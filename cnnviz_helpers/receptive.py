@@ -8,6 +8,7 @@ same trace to split a model into local stages.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -88,12 +89,113 @@ def _union(a, b):
     return (end - st, a[1], st, min(a[3], b[3]), max(a[4], b[4]))
 
 
-def _pair(v):
-    return (v, v) if isinstance(v, int) else tuple(v)
+def _arg(args: tuple, kwargs: dict, i: int, name: str, default=None):
+    """Positional argument ``i`` or keyword ``name`` of a traced call."""
+    return args[i] if len(args) > i else kwargs.get(name, default)
+
+
+def _spatial(out) -> torch.Tensor | None:
+    o = out[0] if isinstance(out, (tuple, list)) and out else out
+    return o if isinstance(o, torch.Tensor) else None
+
+
+def _windowed(r0: _RF | None, k, s, p, d, out) -> _RF:
+    """A sliding window (convolution, pooling): the receptive fields compose per axis."""
+    no = _spatial(out).shape[-2:]
+    return _RF(
+        _axis_conv(r0.rows, k[0], s[0], p[0], d[0], no[0]) if r0 and r0.rows else None,
+        _axis_conv(r0.cols, k[1], s[1], p[1], d[1], no[1]) if r0 and r0.cols else None,
+        r0.exact if r0 else False,
+    )
+
+
+def _conv(mode: "_RFMode", args, kwargs, out, x, ins) -> _RF:
+    w = _arg(args, kwargs, 1, "weight")
+    k = tuple(w.shape[-2:])
+    s = size_pair(_arg(args, kwargs, 3, "stride", 1))
+    p = _arg(args, kwargs, 4, "padding", 0)
+    d = size_pair(_arg(args, kwargs, 5, "dilation", 1))
+    if isinstance(p, str):  # 'valid', or 'same' (stride 1): left pad = total // 2
+        p = (0, 0) if p == "valid" else tuple(dd * (kk - 1) // 2 for kk, dd in zip(k, d))
+    return _windowed(mode.get(x), k, s, size_pair(p), d, out)
+
+
+def _pool(mode: "_RFMode", args, kwargs, out, x, ins, name: str = "") -> _RF:
+    k = size_pair(_arg(args, kwargs, 1, "kernel_size"))
+    s = _arg(args, kwargs, 2, "stride")
+    s = size_pair(s) if s not in (None, [], ()) else k
+    p = size_pair(_arg(args, kwargs, 3, "padding", 0))
+    d = size_pair(kwargs.get("dilation", args[4] if len(args) > 4 and "max" in name else 1))
+    return _windowed(mode.get(x), k, s, p, d, out)
+
+
+def _pad(mode: "_RFMode", args, kwargs, out, x, ins) -> _RF:
+    pad = _arg(args, kwargs, 1, "pad")
+    r0 = mode.get(x)
+    pl = pad[0] if len(pad) > 0 else 0
+    pt = pad[2] if len(pad) > 2 else 0
+    return _RF(
+        (r0.rows[0], r0.rows[1], r0.rows[2] - pt * r0.rows[1], r0.rows[3], r0.rows[4]) if r0 and r0.rows else None,
+        (r0.cols[0], r0.cols[1], r0.cols[2] - pl * r0.cols[1], r0.cols[3], r0.cols[4]) if r0 and r0.cols else None,
+        r0.exact if r0 else False,
+    )
+
+
+def _elementwise(mode: "_RFMode", args, kwargs, out, x, ins) -> _RF | None:
+    """Elementwise and channel ops at one resolution (relu, batch norm, add, mul, cat): the union of
+    the inputs' boxes. ``None`` (not describable) when a spatial output changes resolution."""
+    o = _spatial(out)
+    if o is not None and o.dim() == 4 and isinstance(x, torch.Tensor) and x.dim() == 4 \
+            and o.shape[-2:] != x.shape[-2:]:
+        return None
+    rows, cols = ins[0].rows, ins[0].cols
+    for r in ins[1:]:
+        rows, cols = _union(rows, r.rows), _union(cols, r.cols)
+    return _RF(rows, cols, all(r.exact for r in ins))
+
+
+def _adaptive(mode: "_RFMode", args, kwargs, out, x, ins) -> _RF | None:
+    """Adaptive pooling: the identity when it keeps the size, global pooling to 1x1; else not describable
+    (windows of varying size)."""
+    o = _spatial(out)
+    if o.shape[-2:] == x.shape[-2:]:
+        return _elementwise(mode, args, kwargs, out, x, ins)
+    return _RF(None, None, True) if tuple(o.shape[-2:]) == (1, 1) else None
+
+
+def _whole(mode: "_RFMode", args, kwargs, out, x, ins) -> _RF | None:
+    """Flatten, linear, reductions: every unit depends on the whole input. A spatial map out of one of
+    these (a reshape that keeps H x W) is not describable."""
+    o = _spatial(out)
+    if o is not None and o.dim() == 4 and tuple(o.shape[-2:]) != (1, 1):
+        return None
+    return _RF(None, None, True)
+
+
+def _names(*groups: str) -> list[str]:
+    return [n for g in groups for n in g.split()]
+
+
+# The ops the tracer knows, by __name__. Any other op on a traced tensor makes what follows not
+# describable: receptive_field then refuses the layers after it, naming the op.
+_RULES: dict[str, Callable] = {
+    "conv2d": _conv,
+    "max_pool2d": lambda *a: _pool(*a, name="max"), "max_pool2d_with_indices": lambda *a: _pool(*a, name="max"),
+    "_max_pool2d": lambda *a: _pool(*a, name="max"), "avg_pool2d": _pool,
+    "pad": _pad,
+    **{n: _adaptive for n in _names("adaptive_avg_pool2d adaptive_max_pool2d adaptive_max_pool2d_with_indices")},
+    **{n: _elementwise for n in _names(
+        "relu relu_ relu6 hardtanh hardtanh_ threshold threshold_ leaky_relu leaky_relu_ elu elu_ gelu silu",
+        "sigmoid tanh hardswish hardsigmoid mish batch_norm dropout dropout2d feature_dropout alpha_dropout",
+        "add add_ __add__ __radd__ __iadd__ sub sub_ __sub__ __rsub__ __isub__ mul mul_ __mul__ __rmul__",
+        "__imul__ div div_ __truediv__ __rtruediv__ __itruediv__ neg abs clamp clamp_ clip cat concat",
+        "clone contiguous to float detach")},
+    **{n: _whole for n in _names("flatten view reshape linear mean sum amax amin softmax log_softmax addmm matmul")},
+}
 
 
 class _RFMode(TorchFunctionMode):
-    """Propagates receptive fields through every op of one forward pass."""
+    """Propagates receptive fields through every op of one forward pass (the ops of ``_RULES``)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -111,78 +213,21 @@ class _RFMode(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        if not any(isinstance(o, torch.Tensor) for o in outs):
+            return out  # .size(), .dim(): nothing to trace
         flat_in = [a for a in _flatten(args) + _flatten(list(kwargs.values())) if isinstance(a, torch.Tensor)]
-        ins = [self.get(a) for a in flat_in]
-        ins = [r for r in ins if r is not None]
+        ins = [r for r in (self.get(a) for a in flat_in) if r is not None]
         if not ins:
             return out
         name = getattr(func, "__name__", str(func))
-        x = flat_in[0]  # the first tensor argument (torch.cat takes a list)
-        res: _RF | None
-        if name in ("conv2d",):
-            w = args[1] if len(args) > 1 else kwargs["weight"]
-            s = _pair(args[3] if len(args) > 3 else kwargs.get("stride", 1))
-            p = args[4] if len(args) > 4 else kwargs.get("padding", 0)
-            d = _pair(args[5] if len(args) > 5 else kwargs.get("dilation", 1))
-            k = tuple(w.shape[-2:])
-            if isinstance(p, str):
-                if p == "valid":
-                    p = (0, 0)
-                else:  # 'same' (stride 1): left pad = total // 2
-                    p = tuple(dd * (kk - 1) // 2 for kk, dd in zip(k, d))
-            p = _pair(p)
-            r0 = self.get(x)
-            no = out.shape[-2:]
-            res = _RF(
-                _axis_conv(r0.rows, k[0], s[0], p[0], d[0], no[0]) if r0 and r0.rows else None,
-                _axis_conv(r0.cols, k[1], s[1], p[1], d[1], no[1]) if r0 and r0.cols else None,
-                r0.exact if r0 else False,
-            )
-        elif name in ("max_pool2d", "avg_pool2d", "max_pool2d_with_indices", "_max_pool2d"):
-            k = _pair(args[1] if len(args) > 1 else kwargs["kernel_size"])
-            s = args[2] if len(args) > 2 else kwargs.get("stride", None)
-            s = _pair(s) if s not in (None, [], ()) else k
-            p = _pair(args[3] if len(args) > 3 else kwargs.get("padding", 0))
-            d = _pair(kwargs.get("dilation", args[4] if len(args) > 4 and "max" in name else 1))
-            r0 = self.get(x)
-            o = out[0] if isinstance(out, (tuple, list)) else out
-            no = o.shape[-2:]
-            res = _RF(
-                _axis_conv(r0.rows, k[0], s[0], p[0], d[0], no[0]) if r0 and r0.rows else None,
-                _axis_conv(r0.cols, k[1], s[1], p[1], d[1], no[1]) if r0 and r0.cols else None,
-                r0.exact if r0 else False,
-            )
-        elif name == "pad":
-            pad = args[1] if len(args) > 1 else kwargs["pad"]
-            r0 = self.get(x)
-            pl = pad[0] if len(pad) > 0 else 0
-            pt = pad[2] if len(pad) > 2 else 0
-            res = _RF(
-                (r0.rows[0], r0.rows[1], r0.rows[2] - pt * r0.rows[1], r0.rows[3], r0.rows[4]) if r0 and r0.rows else None,
-                (r0.cols[0], r0.cols[1], r0.cols[2] - pl * r0.cols[1], r0.cols[3], r0.cols[4]) if r0 and r0.cols else None,
-                r0.exact if r0 else False,
-            )
-        elif isinstance(out, torch.Tensor) and out.dim() == 4 and isinstance(x, torch.Tensor) and x.dim() == 4 \
-                and out.shape[-2:] == x.shape[-2:]:
-            # elementwise / channel ops at the same resolution (relu, bn, add, mul, cat): union of inputs
-            rows, cols = ins[0].rows, ins[0].cols
-            exact = all(r.exact for r in ins)
-            for r in ins[1:]:
-                rows, cols = _union(rows, r.rows), _union(cols, r.cols)
-            res = _RF(rows, cols, exact)
-        elif isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[-2:] == (1, 1):
-            res = _RF(None, None, True)  # global pooling: depends on the whole image
-        else:
-            if isinstance(out, torch.Tensor) and out.dim() == 4 and isinstance(x, torch.Tensor) and x.dim() == 4:
-                self.unsupported.add(name)
-                res = _RF(None, None, False)
-            else:
-                res = _RF(None, None, True)  # flatten/linear: every input pixel
-        if isinstance(out, torch.Tensor):
-            self.put(out, res)
-        elif isinstance(out, (tuple, list)):
-            for o in out:
-                self.put(o, res)
+        rule = _RULES.get(name)
+        res = rule(self, args, kwargs, out, flat_in[0], ins) if rule is not None else None
+        if res is None:
+            self.unsupported.add(name)
+            res = _RF(None, None, False)
+        for o in outs:
+            self.put(o, res)
         return out
 
 

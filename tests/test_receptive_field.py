@@ -222,3 +222,21 @@ def test_alexnet_rows_dropped_by_a_strided_layer():
     and cols 249-250 reach no unit after it: the boxes are clipped to the extent that reaches the layer."""
     model = load_model("alexnet", weights=None, device="cpu")
     check_every_layer(model, (227, 251), only=["net.features.3"])
+
+
+def test_an_unknown_op_is_refused_not_guessed():
+    """torch.roll keeps the map's size but moves its pixels: not an elementwise op. The tracer knows its
+    ops by name (receptive._RULES) and refuses what follows an op it does not know, naming it."""
+
+    class Rolled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.after = nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 1)
+
+        def forward(self, x):
+            return self.after(torch.roll(self.conv(x), 5, dims=-1)).mean((2, 3))
+
+    m = Rolled()
+    assert receptive_field(m, "conv", (32, 40)).size == (3, 3)
+    with pytest.raises(ValueError, match=r"cannot compute the receptive field of 'after' \(after\).*\(roll\)"):
+        receptive_field(m, "after", (32, 40))
