@@ -4,6 +4,15 @@ Images are ``(N,3,H,W)`` float in [0,1] everywhere; models normalize inside.
 Layers are named by dotted module names or lecture aliases. Every helper
 leaves the model exactly as it found it (see ``hooks``).
 
+The layers of the package (ARCHITECTURE.md has the table); a module imports
+only from its own layer or those above it:
+
+0. ``config``, ``labels``, ``_checks``, ``_util``, ``_names``: foundations
+1. ``hooks/``: the only place that registers hooks (``capture``, ``relu_rule``)
+2. ``images``, ``data``, ``models``, ``layers``, ``receptive``
+3. ``attribution/``, ``dataset/``, ``stages``, ``objectives``, ``params``, ``transforms``, ``optimize``
+4. ``plotting``, ``widgets``, ``cli``, ``lab``, ``exercises/``
+
     >>> from cnnviz_helpers import load_model, load_image, capture
     >>> model = load_model()                        # EfficientNet-Lite0, offline
     >>> x = model.preprocess("photo.jpg")           # (1,3,224,224) in [0,1]
