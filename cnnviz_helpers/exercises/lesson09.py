@@ -1,0 +1,148 @@
+"""Checks of lesson 09 (inverting a representation, Mahendran & Vedaldi; lecture module 13.7).
+
+Each check recomputes the fact its own way (float64, a different formula or the
+other start) and names the usual mistake when the answer matches one.
+"""
+from __future__ import annotations
+
+import difflib
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from . import Wrong, exercise
+
+__all__ = ["check_1", "check_2", "check_3", "check_4"]
+
+
+def _number(answer, what: str) -> float:
+    """``answer`` as a float: a Python/numpy number or a one-element tensor/array, else a hint."""
+    if isinstance(answer, (bool, str)) or not isinstance(answer, (int, float, np.ndarray, np.generic, torch.Tensor)):
+        raise Wrong(f"{what} should be one number (a float), got {type(answer).__name__}")
+    n = int(np.prod(np.shape(answer)))
+    if n != 1:
+        raise Wrong(f"{what} should be one number, got shape {tuple(np.shape(answer))}: "
+                    "reduce over every axis (channels, height and width) of the one image")
+    return float(torch.as_tensor(answer).reshape(()))
+
+
+def _close(a: float, b: float, tol: float) -> bool:
+    return abs(a - b) <= tol * max(1.0, abs(b))
+
+
+def _name_the_mistake(value: float, mistakes: list[tuple[float, str]]) -> None:
+    """Raise the hint of the first known mistake whose value ``value`` matches."""
+    for v, hint in mistakes:
+        if _close(value, v, 1e-4):
+            raise Wrong(hint)
+
+
+def _f64(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().cpu().to(torch.float64)
+
+
+@exercise("09.1", "predict which layer's code gives the reconstruction most like the photo")
+def check_1(prediction, *, layers: Sequence[str], mean_ssim) -> None:
+    if not isinstance(prediction, str):
+        raise Wrong(f"write the layer's name as a string, e.g. \"block4\"; got {type(prediction).__name__}")
+    if prediction not in layers:
+        near = difflib.get_close_matches(prediction, list(layers), n=3)
+        raise Wrong(f"{prediction!r} is not one of the inverted layers {list(layers)}"
+                    + (f" (did you mean {near[0]!r}?)" if near else ""))
+    s = np.asarray(mean_ssim, dtype=float)
+    best = list(layers)[int(s.argmax())]
+    if prediction != best:
+        mine = s[list(layers).index(prediction)]
+        raise Wrong(f"the measured winner is {best!r} (mean SSIM {s.max():.2f}), {prediction!r} reached {mine:.2f}. "
+                    "Each stage can only discard information about the pixels (strided convolutions, ReLU6 "
+                    "clipping, pooling), never add it, so the shallowest code, which still has more numbers "
+                    "than the image has pixels, is the easiest to invert; depth buys invariance, not detail")
+
+
+@exercise("09.2", "the PSNR of the blank start against the photo, in dB")
+def check_2(answer, *, reconstruction: torch.Tensor, original: torch.Tensor, other_start: torch.Tensor) -> None:
+    value = _number(answer, "the PSNR")
+    if not math.isfinite(value):
+        raise Wrong(f"the PSNR is {value}: is the MSE zero or negative? compare the reconstruction with x0")
+    mse = float(torch.mean((_f64(reconstruction) - _f64(original)) ** 2))
+    ref = -10 * math.log10(mse)                        # 10 log10(1 / MSE), peak value 1
+    if _close(value, ref, 1e-4):
+        return
+    other = -10 * math.log10(float(torch.mean((_f64(other_start) - _f64(original)) ** 2)))
+    hints = [
+        (ref + 20 * math.log10(255), "you used 255 as the peak value: our pixels are in [0, 1], so the peak is 1"),
+        (2 * ref, "that is 20·log10(1/MSE): PSNR is 10·log10(1/MSE) (or 20·log10(1/RMSE))"),
+        (ref / 2, "that is 10·log10(1/RMSE): with the root of the MSE the factor is 20, with the MSE it is 10"),
+        (-ref, "wrong sign: PSNR is 10·log10(1 / MSE); a worse reconstruction gives a *smaller* PSNR"),
+        (ref * math.log(10), "that is the natural logarithm: PSNR uses log10"),
+        (mse, "that is the MSE itself: PSNR is 10·log10(1 / MSE)"),
+        (other, "that is image 1, the one from *noise*: the exercise asks for image 0, the blank one"),
+    ]
+    _name_the_mistake(value, hints)
+    raise Wrong(f"{value:.3f} dB is not the PSNR of the blank image against x0[0] "
+                "(mean squared difference over all 3 x H x W values, then 10·log10(1/MSE))")
+
+
+@exercise("09.3", "the relative feature error at block3 of each pool reconstruction")
+def check_3(answer, *, model, images: torch.Tensor, layer: str, target: torch.Tensor, starts: torch.Tensor,
+            pool_target: torch.Tensor) -> None:
+    from ..objectives import features
+
+    if not isinstance(answer, (torch.Tensor, np.ndarray)):
+        raise Wrong(f"expected a tensor (or array) with one error per reconstruction, got {type(answer).__name__}")
+    n = images.shape[0]
+    a = torch.as_tensor(np.asarray(answer.detach().cpu() if isinstance(answer, torch.Tensor) else answer),
+                        dtype=torch.float64).flatten()
+    if a.numel() != n:
+        raise Wrong(f"expected shape ({n},): one relative error per reconstruction (axis 0: from blank, from "
+                    f"noise), got {tuple(np.shape(answer))}; sum over all of an image's code values, "
+                    "not over the batch")
+
+    def errors(x, name, t):                            # expanded: (|f|² - 2 f·f0 + |f0|²) / |f0|²
+        f = _f64(features(model, x, [name])[name]).flatten(1)
+        f0 = _f64(t).flatten(1)
+        n0 = (f0 * f0).sum()
+        return ((f * f).sum(1) - 2 * (f @ f0.T).squeeze(1) + n0) / n0, n0
+
+    ref, n0 = errors(images, layer, target)
+    if torch.allclose(a, ref, rtol=1e-3, atol=1e-6):
+        return
+    if (a < 0).any():
+        raise Wrong("an error is negative: a squared distance divided by a squared norm is >= 0")
+    if torch.allclose(a, errors(images, "pool", pool_target)[0], rtol=1e-3):
+        raise Wrong(f"those are the errors at 'pool' (the figure's numbers): measure the codes at {layer!r}, "
+                    f"against the photo's {layer!r} code")
+    if torch.allclose(a, ref * n0, rtol=1e-3):
+        raise Wrong("not normalized: divide the squared distance by ||φ0||², the squared norm of the photo's code")
+    if torch.allclose(a, ref.sqrt(), rtol=1e-3):
+        raise Wrong("that is ||φ(x) - φ0|| / ||φ0||, without the squares: the lesson's error is squared")
+    if torch.allclose(a, errors(starts, layer, target)[0], rtol=1e-3):
+        raise Wrong("those are the errors of the *starting* images: measure inversions['pool'], the results")
+    if torch.allclose(a, ref.flip(0), rtol=1e-3):
+        raise Wrong("the two errors are swapped: keep the batch order (from blank, from noise)")
+    raise Wrong(f"not the relative feature error ||φ(x) - φ0||² / ||φ0||² of each image, with φ = the {layer!r} "
+                "features of a fresh forward pass and φ0 = the photo's")
+
+
+@exercise("09.4", "the RMS pixel difference between the two pool reconstructions")
+def check_4(answer, *, images: torch.Tensor, original: torch.Tensor) -> None:
+    value = _number(answer, "the RMS difference")
+    d = _f64(images[0]) - _f64(images[1])
+    ref = float(torch.linalg.vector_norm(d) / math.sqrt(d.numel()))
+    if _close(value, ref, 1e-4):
+        return
+    if value < 0:
+        raise Wrong("an RMS difference is >= 0: the root of the mean of squares")
+    to_photo = [float(torch.sqrt(torch.mean((_f64(im) - _f64(original).reshape(im.shape)) ** 2))) for im in images]
+    hints = [
+        (ref**2, "that is the mean squared difference: take its square root (RMS = root of the mean square)"),
+        (ref**2 * d.numel(), "that is the sum of squares: average over the 3 x H x W values, then take the root"),
+        (ref * math.sqrt(d.numel()), "that is the Euclidean norm: divide the sum of squares by the number of values "
+                                     "before the root"),
+        (float(d.abs().mean()), "that is the mean absolute difference: square, average, then take the root"),
+    ] + [(v, "that is a reconstruction against the photo: the exercise compares the two reconstructions "
+             "with each other") for v in to_photo]
+    _name_the_mistake(value, hints)
+    raise Wrong(f"{value:.4f} is not the RMS of inversions['pool'][0] - inversions['pool'][1]")

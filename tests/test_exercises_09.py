@@ -1,0 +1,100 @@
+"""Lesson 09's exercise checks: the official answers pass, typical mistakes get their hint, stubs are "not done"."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from cnnviz_helpers import exercises, load_model
+from cnnviz_helpers.exercises import ExerciseError, lesson09
+from cnnviz_helpers.objectives import features
+
+LAYERS = ["stem", "block1", "block2", "block3", "pool", "fc"]
+
+
+@pytest.fixture(scope="module")
+def setup():
+    model = load_model()
+    g = torch.Generator().manual_seed(0)
+    smooth = lambda n: torch.nn.functional.interpolate(torch.rand(n, 3, 8, 8, generator=g), size=(64, 64),
+                                                       mode="bilinear", align_corners=False)
+    x0, recon, starts = smooth(1), smooth(2), smooth(2)         # stand-ins for photo, reconstructions, starts
+    return model, x0, recon, starts
+
+
+@pytest.fixture(autouse=True)
+def student_mode():
+    exercises.student_copy(True)
+    yield
+    exercises.student_copy(False)
+
+
+def hint(fb):
+    assert fb.done and not fb.ok, fb
+    return fb.message
+
+
+def test_1_prediction():
+    ssim = np.array([0.9, 0.7, 0.4, 0.2, 0.06, 0.05])
+    check = lambda p: lesson09.check_1(p, layers=LAYERS, mean_ssim=ssim)
+    assert check("stem").ok
+    assert "the measured winner is 'stem'" in hint(check("pool"))
+    assert "depth buys invariance" in hint(check("block2"))
+    assert "did you mean 'block1'" in hint(check("blok1"))
+    assert "as a string" in hint(check(0))
+    assert not check(...).done
+
+
+def test_2_psnr(setup):
+    _, x0, recon, _ = setup
+    check = lambda a: lesson09.check_2(a, reconstruction=recon[0], original=x0[0], other_start=recon[1])
+    a, b = recon[0].numpy().astype(np.float64), x0[0].numpy().astype(np.float64)
+    mse = np.mean((a - b) ** 2)
+    official = 10 * np.log10(1.0 / mse)
+    assert check(official).ok and check(torch.tensor(official)).ok
+    assert "255 as the peak" in hint(check(10 * np.log10(255**2 / mse)))
+    assert "20·log10(1/MSE)" in hint(check(20 * np.log10(1 / mse)))
+    assert "wrong sign" in hint(check(10 * np.log10(mse)))
+    assert "natural logarithm" in hint(check(10 * np.log(1 / mse)))
+    other = 10 * np.log10(1 / np.mean((recon[1].numpy().astype(np.float64) - b) ** 2))
+    assert "from *noise*" in hint(check(other))
+    assert "should be one number, got shape (3,)" in hint(check(10 * np.log10(1 / np.mean((a - b) ** 2, axis=(1, 2)))))
+    assert not check(...).done
+
+
+def test_3_feature_error_at_block3(setup):
+    model, x0, recon, starts = setup
+    target, pool_target = features(model, x0, "block3")["block3"], features(model, x0, "pool")["pool"]
+    check = lambda a: lesson09.check_3(a, model=model, images=recon, layer="block3", target=target, starts=starts,
+                                       pool_target=pool_target)
+    err = lambda x, layer, t: (((features(model, x, layer)[layer] - t) ** 2).flatten(1).sum(1) / (t**2).sum())
+    official = err(recon, "block3", target)
+    assert check(official).ok and check(official.numpy()).ok
+    assert "errors at 'pool'" in hint(check(err(recon, "pool", pool_target)))
+    assert "not normalized" in hint(check(official * (target**2).sum()))
+    assert "without the squares" in hint(check(official.sqrt()))
+    assert "*starting* images" in hint(check(err(starts, "block3", target)))
+    assert "expected shape (2,)" in hint(check(official.mean()))
+    assert "expected a tensor" in hint(check(float(official[0])))
+    assert not check(...).done
+
+
+def test_4_rms_between(setup):
+    _, x0, recon, _ = setup
+    check = lambda a: lesson09.check_4(a, images=recon, original=x0[0])
+    official = float(((recon[0] - recon[1]) ** 2).mean().sqrt())
+    assert check(official).ok
+    assert "take its square root" in hint(check(official**2))
+    assert "Euclidean norm" in hint(check(float((recon[0] - recon[1]).norm())))
+    assert "mean absolute difference" in hint(check(float((recon[0] - recon[1]).abs().mean())))
+    assert "against the photo" in hint(check(float(((recon[0] - x0[0]) ** 2).mean().sqrt())))
+    assert "one number" in hint(check("0.1"))
+    assert not check(...).done and math.isfinite(official)
+
+
+def test_wrong_answer_raises_outside_student_mode(setup):
+    exercises.student_copy(False)
+    with pytest.raises(ExerciseError, match="the measured winner"):
+        lesson09.check_1("fc", layers=LAYERS, mean_ssim=np.linspace(1, 0, len(LAYERS)))
+    with pytest.raises(ExerciseError, match="not done yet"):
+        lesson09.check_4(..., images=setup[2], original=setup[1][0])
