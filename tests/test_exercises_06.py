@@ -1,0 +1,82 @@
+"""Lesson 06's exercise checks: the official answers pass, typical mistakes get their hint, stubs are "not done"."""
+import pytest
+import torch
+from torch import nn
+
+from cnnviz_helpers import exercises, load_model
+from cnnviz_helpers.exercises import lesson06
+
+W1 = [[2, -1, 0], [1, 1, -4], [-1, 2, 0]]
+W2, X = [4, -1, 2], [0.5, 1.0, 0.25]
+F6, R6 = [-1, 3, 7, 2], [2, -1, 5, 4]
+
+
+@pytest.fixture(autouse=True)
+def student_mode():
+    exercises.student_copy(True)
+    yield
+    exercises.student_copy(False)
+
+
+def hint(fb):
+    assert fb.done and not fb.ok, fb
+    return fb.message
+
+
+def test_1_two_layer_by_hand():
+    check = lambda a: lesson06.check_1(a, W1=W1, w2=W2, x=X)
+    official = {"gradient": [-3, 3, 4], "deconvnet": [6, 0, 0], "guided": [-2, 4, 0]}
+    assert check(official).ok
+    assert "is the deconvnet map" in hint(check({**official, "gradient": [6, 0, 0]}))
+    assert "not its transpose" in hint(check({**official, "guided": (torch.tensor(W1).float() @ torch.tensor([0., 0, 2])).tolist()}))
+    assert "wrong sign" in hint(check({**official, "guided": [2, -4, 0]}))
+    assert "signal just below the ReLU" in hint(check({**official, "deconvnet": [4, 0, 2]}))
+    assert "give a dict" in hint(check([[-3, 3, 4], [6, 0, 0], [-2, 4, 0]]))
+    assert "has 2 numbers, expected 3" in hint(check({**official, "guided": [-2, 4]}))
+    assert not check(...).done and not check({**official, "guided": ...}).done
+
+
+def test_2_relu6_by_hand():
+    check = lambda a: lesson06.check_2(a, f=F6, R=R6)
+    official = {"gradient": [0, -1, 0, 4], "deconvnet": [2, 0, 5, 4], "guided": [0, 0, 0, 4]}
+    assert check(official).ok
+    assert "ReLU6 is flat above 6" in hint(check({**official, "gradient": [0, -1, 5, 4]}))
+    assert "ReLU6 is flat above 6" in hint(check({**official, "guided": [0, 0, 5, 4]}))
+    assert "your deconvnet answer is the guided map" in hint(check({**official, "deconvnet": [0, 0, 0, 4]}))
+    assert not check(...).done
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model()
+
+
+def test_3_relu6_calls(model):
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    check = lambda a: lesson06.check_3(a, model=model, x=x)
+    blocks = model.net._blocks
+    official = 2 + sum(2 if b._block_args.expand_ratio != 1 else 1 for b in blocks)
+    assert check(official).ok
+    assert "stem and the head" in hint(check(official - 2))
+    n_modules = sum(isinstance(m, nn.ReLU6) for m in model.modules())
+    assert "number of ReLU6 modules" in hint(check(n_modules))
+    assert "without expansion" in hint(check(2 * len(blocks) + 2))
+    assert "should be an integer" in hint(check(float(official)))
+    assert not check(...).done
+
+
+def test_4_prediction():
+    check = lambda p, rg, rs: lesson06.check_4(p, r_guided=rg, r_gradient=rs)
+    assert check("gradient", 0.9, 0.6).ok and check(" Guided", 0.5, 0.6).ok
+    assert "mostly the image's own edges" in hint(check("guided", 0.9, 0.6))
+    assert "Here guided backprop changed more" in hint(check("gradient", 0.5, 0.6))
+    assert 'answer with the string "guided" or "gradient"' in hint(check(1, 0.9, 0.6))
+    assert not check(..., 0.9, 0.6).done
+
+
+def test_wrong_answer_raises_outside_student_mode():
+    exercises.student_copy(False)
+    with pytest.raises(exercises.ExerciseError, match="not yet right"):
+        lesson06.check_2({"gradient": [0, -1, 5, 4], "deconvnet": [2, 0, 5, 4], "guided": [0, 0, 0, 4]}, f=F6, R=R6)
+    with pytest.raises(exercises.ExerciseError, match="not done yet"):
+        lesson06.check_2(..., f=F6, R=R6)
