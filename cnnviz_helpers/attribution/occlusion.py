@@ -206,8 +206,6 @@ def occlusion(
     >>> occ = occlusion(model, x, window=32, stride=16)
     >>> occ.prob_map(281).shape        # (13, 13)
     """
-    from ..stages import ChainUnavailable, chain_of
-
     check_choice(method, OCCLUSION_METHODS, "occlusion method")
     x = _image(x)
     if x.shape[0] != 1:
@@ -217,49 +215,72 @@ def occlusion(
     ys, xs = occlusion_positions((h, w), win, st)
     if batch_size is not None:
         check_int(batch_size, "batch_size", lo=1, must="None (measure) or an integer >= 1")
-    dev = device_of(model)
-    xd = x.detach().to(dev)
-    base_img = _baseline_tensor(model, xd, baseline).expand_as(xd)
+    xd = x.detach().to(device_of(model))
+    occluder = _Occluder(xd, _baseline_tensor(model, xd, baseline).expand_as(xd), win)
     positions = [(y, c) for y in ys for c in xs]
-    kh, kw = win
-    from tqdm.auto import tqdm
+    with frozen(model), torch.no_grad():
+        base, forward, bs, used = _occluded_forward(model, xd, occluder, method, batch_size)
+        desc = f"occlusion {win[0]}x{win[1]}/{st[0]}"
+        probs = _probabilities(forward, positions, bs, desc, progress)
+    return OcclusionResult(probs.view(len(ys), len(xs), -1).to(x.device), base.to(x.device), ys, xs, win, st, (h, w),
+                           method=used)
 
-    def occluded(chunk) -> torch.Tensor:
-        xb = xd.repeat(len(chunk), 1, 1, 1)
+
+class _Occluder:
+    """The occluded copies of one image ``(1,3,H,W)``: the patch ``window`` at each (row, column) of a chunk."""
+
+    def __init__(self, x: torch.Tensor, baseline: torch.Tensor, window: tuple[int, int]) -> None:
+        self.x, self.baseline, (self.kh, self.kw) = x, baseline, window
+
+    def __call__(self, chunk: list[tuple[int, int]]) -> torch.Tensor:
+        xb = self.x.repeat(len(chunk), 1, 1, 1)
         for k, (y, c) in enumerate(chunk):
-            xb[k, :, y:y + kh, c:c + kw] = base_img[0, :, y:y + kh, c:c + kw]
+            xb[k, :, y:y + self.kh, c:c + self.kw] = self.baseline[0, :, y:y + self.kh, c:c + self.kw]
         return xb
 
-    out = []
-    with frozen(model), torch.no_grad():
-        chain = None
-        if method != "full":
-            try:
-                chain = chain_of(model, xd, fold=True)
-            except ChainUnavailable:
-                if method == "incremental":
-                    raise
-        base = (chain.logits if chain is not None else model(xd)).softmax(-1)[0]
-        if chain is not None:
-            bs = batch_size if batch_size is not None else 16
+    def spans(self, chunk: list[tuple[int, int]]) -> list:
+        """Per image: the changed rows and columns ``((top, bottom), (left, right))``, inclusive."""
+        h, w = self.x.shape[-2:]
+        return [((y, min(y + self.kh, h) - 1), (c, min(c + self.kw, w) - 1)) for y, c in chunk]
 
-            def forward(chunk):
-                spans = [((y, min(y + kh, h) - 1), (c, min(c + kw, w) - 1)) for y, c in chunk]
-                return chain.forward_changed(occluded(chunk), spans)
-        else:
-            bs = batch_size if batch_size is not None else best_batch_size(model, (h, w))
 
-            def forward(chunk):
-                return model(occluded(chunk).contiguous(memory_format=torch.channels_last))
+def _occluded_forward(model: nn.Module, xd: torch.Tensor, occluder: _Occluder, method: str, batch_size: int | None):
+    """``(clean probabilities (K,), forward(chunk) -> logits, batch size, method used)``: the incremental
+    path where the model's stages are known (``stages.chain_of``), else whole forward passes."""
+    from ..stages import ChainUnavailable, chain_of
 
-        bar = tqdm(total=len(positions), desc=f"occlusion {kh}x{kw}/{st[0]}", disable=not progress, leave=False)
+    chain = None
+    if method != "full":
         try:
-            for s in range(0, len(positions), bs):
-                chunk = positions[s:s + bs]
-                out.append(forward(chunk).softmax(-1))
-                bar.update(len(chunk))
-        finally:
-            bar.close()
-    probs = torch.cat(out).view(len(ys), len(xs), -1).to(x.device)
-    return OcclusionResult(probs, base.to(x.device), ys, xs, win, st, (h, w),
-                           method="incremental" if chain is not None else "full")
+            chain = chain_of(model, xd, fold=True)
+        except ChainUnavailable:
+            if method == "incremental":
+                raise
+    if chain is not None:
+        def incremental(chunk):
+            return chain.forward_changed(occluder(chunk), occluder.spans(chunk))
+
+        return chain.logits.softmax(-1)[0], incremental, batch_size or 16, "incremental"
+
+    def full(chunk):
+        return model(occluder(chunk).contiguous(memory_format=torch.channels_last))
+
+    bs = batch_size if batch_size is not None else best_batch_size(model, tuple(xd.shape[-2:]))
+    return model(xd).softmax(-1)[0], full, bs, "full"
+
+
+def _probabilities(forward, positions: list[tuple[int, int]], batch_size: int, desc: str,
+                   progress: bool) -> torch.Tensor:
+    """Softmax of ``forward(chunk)`` for every position, ``batch_size`` positions at a time: ``(P, K)``."""
+    from tqdm.auto import tqdm
+
+    out = []
+    bar = tqdm(total=len(positions), desc=desc, disable=not progress, leave=False)
+    try:
+        for s in range(0, len(positions), batch_size):
+            chunk = positions[s:s + batch_size]
+            out.append(forward(chunk).softmax(-1))
+            bar.update(len(chunk))
+    finally:
+        bar.close()
+    return torch.cat(out)

@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from .._checks import check_choice, check_int
-from ..hooks import capture
 from .._names import resolve_layers
 from .._util import device_of
+from ..hooks import capture
 from ..receptive import receptive_field
 from .cache import _FORMAT, _cache_load, _cache_save, _digest, _safe, model_fingerprint, runs_dir
 from .photos import PhotoSet, TensorImages, _bar, _input_hw, _source
@@ -104,43 +104,63 @@ def top_activations(
     if workers is not None:
         check_int(workers, "workers", lo=0)
     hw = _input_hw(src)
-    fp = model_fingerprint(model) if cache else ""
-    keys = {n: _digest("topk", fp, resolved[n][0], src.key, k, _FORMAT) for n in names}
-    paths = {n: runs_dir() / "topk" / f"{_safe(str(getattr(model, 'name', 'model')))}-{_safe(resolved[n][0])}-"
-             f"{keys[n][:20]}.pt" for n in names}
-    out: dict[str, TopK] = {}
-    todo = []
-    for n in names:
-        data = _cache_load(paths[n], keys[n]) if cache else None
-        if data is None:
-            todo.append(n)
-        else:
-            out[n] = _topk_result(n, resolved[n][0], data, hw, src.key)
+    entries = _entries(model, resolved, "topk", cache, (src.key, k))
+    cached, todo = _from_cache(entries, cache, lambda data: True)
+    out = {n: _topk_result(n, resolved[n][0], data, hw, src.key) for n, data in cached.items()}
     if todo:
-        shapes = _probe_shapes(model, todo, hw)
-        rfs: dict[str, dict | None] = {}
-        for n in todo:
-            s = shapes[n]
-            if len(s) not in (1, 3):
-                raise ValueError(f"layer {n!r} outputs shape {s} per image; expected (C,H,W) or (C,)")
-            spatial = len(s) == 3 and s[1] * s[2] > 1
-            rfs[n] = _rf_to_dict(receptive_field(model, n, hw)) if spatial else None  # errors before the pass
-        acc = {n: StreamingTopK(shapes[n][0], k) for n in todo}
-
-        def consume(start: int, acts: dict[str, torch.Tensor]) -> None:
-            for n in todo:
-                acc[n].update(acts[n], start)
-
-        _stream(model, todo, src, batch_size, workers, progress, consume, cache,
-                f"top-{k} of {len(todo)} layer(s)")
-        for n in todo:
-            a = acc[n]
-            data = {"key": keys[n], "values": a.values, "images": a.images, "rows": a.rows, "cols": a.cols,
-                    "map_size": list(a.map_size), "rf": rfs[n]}
+        for n, data in _rank(model, todo, src, k, batch_size, workers, progress, cache).items():
+            data["key"] = entries[n][0]
             if cache:
-                _cache_save(paths[n], data)
+                _cache_save(entries[n][1], data)
             out[n] = _topk_result(n, resolved[n][0], data, hw, src.key)
     return {n: out[n] for n in names}
+
+
+def _rank(model: nn.Module, todo: list[str], src, k: int, batch_size: int | None, workers: int | None,
+          progress: bool, cache: bool) -> dict[str, dict]:
+    """One pass over ``src``: per layer, the top-``k`` photos of every unit and the layer's receptive field."""
+    hw = _input_hw(src)
+    shapes = _probe_shapes(model, todo, hw)
+    rfs: dict[str, dict | None] = {}
+    for n in todo:
+        s = shapes[n]
+        if len(s) not in (1, 3):
+            raise ValueError(f"layer {n!r} outputs shape {s} per image; expected (C,H,W) or (C,)")
+        spatial = len(s) == 3 and s[1] * s[2] > 1
+        rfs[n] = _rf_to_dict(receptive_field(model, n, hw)) if spatial else None  # errors before the pass
+    acc = {n: StreamingTopK(shapes[n][0], k) for n in todo}
+
+    def consume(start: int, acts: dict[str, torch.Tensor]) -> None:
+        for n in todo:
+            acc[n].update(acts[n], start)
+
+    _stream(model, todo, src, batch_size, workers, progress, consume, cache, f"top-{k} of {len(todo)} layer(s)")
+    return {n: {"values": a.values, "images": a.images, "rows": a.rows, "cols": a.cols,
+                "map_size": list(a.map_size), "rf": rfs[n]} for n, a in acc.items()}
+
+
+def _entries(model: nn.Module, resolved: dict, kind: str, cache: bool, parts: tuple, tag: str = "") -> dict:
+    """Per layer, the cache key of its result and the file that holds it: ``{name: (key, path)}``. The key
+    hashes the model's weights (when caching), the layer, ``parts`` (photo set, settings) and the format."""
+    fp = model_fingerprint(model) if cache else ""
+    model_name = _safe(str(getattr(model, "name", "model")))
+    out = {}
+    for n, (dotted, _) in resolved.items():
+        key = _digest(kind, fp, dotted, *parts, _FORMAT)
+        out[n] = (key, runs_dir() / kind / f"{model_name}-{_safe(dotted)}-{tag}{key[:20]}.pt")
+    return out
+
+
+def _from_cache(entries: dict, cache: bool, usable: Callable[[dict], bool]) -> tuple[dict, list[str]]:
+    """``(results read from the cache, layers still to compute)``."""
+    found, todo = {}, []
+    for n, (key, path) in entries.items():
+        data = _cache_load(path, key) if cache else None
+        if data is not None and usable(data):
+            found[n] = data
+        else:
+            todo.append(n)
+    return found, todo
 
 
 def activations(
@@ -175,40 +195,37 @@ def activations(
     if workers is not None:
         check_int(workers, "workers", lo=0)
     n_img = len(src)
-    fp = model_fingerprint(model) if cache else ""
-    keys = {n: _digest("acts", fp, resolved[n][0], src.key, reduce, str(dtype), _FORMAT) for n in names}
-    paths = {n: runs_dir() / "acts" / f"{_safe(str(getattr(model, 'name', 'model')))}-{_safe(resolved[n][0])}-"
-             f"{reduce or 'maps'}-{keys[n][:20]}.pt" for n in names}
-    out: dict[str, torch.Tensor] = {}
-    todo = []
-    for n in names:
-        data = _cache_load(paths[n], keys[n]) if cache else None
-        if data is not None and data["acts"].shape[0] == n_img and data["acts"].dtype == dtype:
-            out[n] = data["acts"]
-        else:
-            todo.append(n)
+    entries = _entries(model, resolved, "acts", cache, (src.key, reduce, str(dtype)), tag=f"{reduce or 'maps'}-")
+    cached, todo = _from_cache(entries, cache, lambda d: d["acts"].shape[0] == n_img and d["acts"].dtype == dtype)
+    out = {n: data["acts"] for n, data in cached.items()}
     if todo:
-        shapes = _probe_shapes(model, todo, _input_hw(src))
-        out_shapes = {n: (shapes[n][0],) if (reduce is not None and len(shapes[n]) == 3) else shapes[n] for n in todo}
-        total = sum(n_img * int(np.prod(s)) for s in out_shapes.values()) * torch.finfo(dtype).bits // 8
-        if total > _MAX_BYTES:
-            big = ", ".join(f"{n} {out_shapes[n]}" for n in todo)
-            raise ValueError(f"the activations of {n_img} photos would take {total / 2**30:.1f} GiB ({big} per photo), "
-                             f"above the 4 GiB limit: use reduce='max'/'mean', dtype=torch.float16 or fewer photos")
-    if todo:
-        store = {n: torch.empty((n_img, *out_shapes[n]), dtype=dtype) for n in todo}
-
-        def consume(start: int, acts: dict[str, torch.Tensor]) -> None:
-            for n in todo:
-                a = acts[n]
-                if reduce is not None and a.dim() == 4:
-                    a = a.amax((2, 3)) if reduce == "max" else a.mean((2, 3))
-                store[n][start:start + a.shape[0]] = a.to("cpu", dtype)
-
-        _stream(model, todo, src, batch_size, workers, progress, consume, cache,
-                f"activations of {len(todo)} layer(s)")
-        for n in todo:
+        for n, acts in _collect(model, todo, src, reduce, dtype, batch_size, workers, progress, cache).items():
             if cache:
-                _cache_save(paths[n], {"key": keys[n], "acts": store[n]})
-            out[n] = store[n]
+                _cache_save(entries[n][1], {"key": entries[n][0], "acts": acts})
+            out[n] = acts
     return {n: out[n] for n in names}
+
+
+def _collect(model: nn.Module, todo: list[str], src, reduce: str | None, dtype: torch.dtype,
+             batch_size: int | None, workers: int | None, progress: bool, cache: bool) -> dict[str, torch.Tensor]:
+    """One pass over ``src``: every layer's outputs (reduced over positions with ``reduce``) on the CPU.
+    The size of the result is checked against the 4 GiB limit before the pass."""
+    n_img = len(src)
+    shapes = _probe_shapes(model, todo, _input_hw(src))
+    out_shapes = {n: (shapes[n][0],) if (reduce is not None and len(shapes[n]) == 3) else shapes[n] for n in todo}
+    total = sum(n_img * int(np.prod(s)) for s in out_shapes.values()) * torch.finfo(dtype).bits // 8
+    if total > _MAX_BYTES:
+        big = ", ".join(f"{n} {out_shapes[n]}" for n in todo)
+        raise ValueError(f"the activations of {n_img} photos would take {total / 2**30:.1f} GiB ({big} per photo), "
+                         f"above the 4 GiB limit: use reduce='max'/'mean', dtype=torch.float16 or fewer photos")
+    store = {n: torch.empty((n_img, *out_shapes[n]), dtype=dtype) for n in todo}
+
+    def consume(start: int, acts: dict[str, torch.Tensor]) -> None:
+        for n in todo:
+            a = acts[n]
+            if reduce is not None and a.dim() == 4:
+                a = a.amax((2, 3)) if reduce == "max" else a.mean((2, 3))
+            store[n][start:start + a.shape[0]] = a.to("cpu", dtype)
+
+    _stream(model, todo, src, batch_size, workers, progress, consume, cache, f"activations of {len(todo)} layer(s)")
+    return store
