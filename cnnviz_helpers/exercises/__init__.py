@@ -95,7 +95,8 @@ def exercise(ident: str, task: str) -> Callable[[Callable[..., None]], Callable[
         @functools.wraps(check)
         def run(*answers: Any, **context: Any) -> Feedback:
             if any(is_stub(a) for a in answers):
-                fb = Feedback(ident, False, False, f"Replace the `...` in the cell above: {task}.")
+                end = "" if task.endswith((".", "?", "!")) else "."
+                fb = Feedback(ident, False, False, f"Replace the `...` in the cell above: {task}{end}")
             else:
                 try:
                     check(*answers, **context)
