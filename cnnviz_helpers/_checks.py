@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import torch
 
 __all__ = ["PIXEL_TOLERANCE", "image_shape", "check_float", "check_range", "check_image", "check_int",
-           "check_number", "check_choice", "check_size", "check_layer_name"]
+           "check_number", "check_choice", "check_size", "check_index", "check_layer_name"]
 
 PIXEL_TOLERANCE = 1e-6  # rounding slack around [0,1] (e.g. a resize or a denormalize)
 
@@ -117,6 +117,13 @@ def check_size(value: object, name: str) -> tuple[int, int]:
     if min(v) < 1:
         raise ValueError(f"{name} must be >= 1, got {tuple(v)}")
     return int(v[0]), int(v[1])
+
+
+def check_index(value: object, n: int, what: str, *, where: str = "valid indices are") -> int:
+    """An ``int`` in ``0..n-1``; else ``IndexError: {what} 7 is out of range: {where} 0..n-1``."""
+    if not _is_int(value) or not 0 <= value < n:
+        raise IndexError(f"{what} {value!r} is out of range: {where + ' ' if where else ''}0..{n - 1}")
+    return int(value)
 
 
 def check_layer_name(name: object) -> str:

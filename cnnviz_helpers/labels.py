@@ -11,6 +11,8 @@ import difflib
 from functools import lru_cache
 from typing import Sequence
 
+from ._checks import check_index
+
 __all__ = ["imagenet_categories", "class_index"]
 
 
@@ -43,9 +45,7 @@ def class_index(name_or_index: int | str, categories: Sequence[str] | None = Non
     if isinstance(name_or_index, bool):
         raise TypeError("a class must be an index or a name, not a bool")
     if isinstance(name_or_index, int):
-        if not 0 <= name_or_index < n:
-            raise IndexError(f"class index {name_or_index} is out of range: valid indices are 0..{n - 1}")
-        return name_or_index
+        return check_index(name_or_index, n, "class index")
     if not isinstance(name_or_index, str):
         raise TypeError(f"a class must be an index or a name, got {type(name_or_index).__name__}")
     key = _norm(name_or_index)

@@ -10,7 +10,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .._checks import check_choice, check_int, check_size
+from .._checks import check_choice, check_index, check_int, check_size
 from ..hooks import frozen
 from .._util import device_of
 from .targets import _image
@@ -55,10 +55,7 @@ class OcclusionResult:
     method: str = "full"
 
     def _c(self, c: int) -> int:
-        k = self.base.shape[0]
-        if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < k:
-            raise IndexError(f"class index {c!r} is out of range: valid indices are 0..{k - 1}")
-        return c
+        return check_index(c, self.base.shape[0], "class index")
 
     def prob_map(self, c: int) -> torch.Tensor:
         """``(nY, nX)``: probability of class ``c`` with the patch at each position (Zeiler & Fergus's map)."""

@@ -11,7 +11,7 @@ from typing import Callable, Sequence, Union
 import torch
 from torch import nn
 
-from .._checks import check_int
+from .._checks import check_index, check_int
 from ..hooks import frozen
 from ..images import check_image
 from .._util import device_of
@@ -113,9 +113,7 @@ def _select(target, classes: torch.Tensor | None, logits: torch.Tensor, acts: di
         a = acts[("neuron", target.layer, target.at)]
         if a.dim() != 4:
             raise ValueError(f"Neuron needs a feature map (N,C,H,W) at layer {target.layer!r}, got shape {tuple(a.shape)}")
-        if target.channel >= a.shape[1]:
-            raise IndexError(f"channel {target.channel} is out of range: layer {target.layer!r} has channels "
-                             f"0..{a.shape[1] - 1}")
+        check_index(target.channel, a.shape[1], "channel", where=f"layer {target.layer!r} has channels")
         if target.position is None:
             return a[:, target.channel].sum((1, 2))
         i, j = target.position

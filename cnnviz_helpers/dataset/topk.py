@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import dataclasses
-import numbers
 
 import numpy as np
 import torch
 
-from .._checks import check_int
+from .._checks import check_index, check_int
 from ..receptive import ReceptiveField
 from .photos import PhotoSet, TensorImages, _source
 
@@ -102,16 +101,13 @@ class TopK:
         return self.values.shape[1]
 
     def _check_unit(self, unit: int) -> int:
-        if isinstance(unit, bool) or not isinstance(unit, numbers.Integral) or not 0 <= unit < self.channels:
-            raise IndexError(f"unit {unit!r} is out of range: layer {self.layer!r} has units 0..{self.channels - 1}")
-        return int(unit)
+        return check_index(unit, self.channels, "unit", where=f"layer {self.layer!r} has units")
 
     def box(self, unit: int, rank: int = 0, *, clip: bool = True) -> tuple[int, int, int, int]:
         """(top, left, bottom, right), inclusive, of the patch behind ``unit``'s ``rank``-th photo
         (clipped to the image unless ``clip=False``; the whole image when ``rf`` is None)."""
         u = self._check_unit(unit)
-        if not 0 <= rank < self.k:
-            raise IndexError(f"rank {rank} is out of range: 0..{self.k - 1}")
+        check_index(rank, self.k, "rank", where="")
         H, W = self.input_size
         if self.rf is None:
             return 0, 0, H - 1, W - 1
