@@ -10,6 +10,7 @@ import math
 import numpy as np
 import torch
 
+from ..hooks import module_hooks
 from . import Wrong, exercise
 
 __all__ = ["check_1", "check_2", "check_3", "check_4"]
@@ -33,12 +34,10 @@ def _occluded(x, y, col, window, colour):
 def check_1(answer, *, model, image, window, stride):
     n = _integer(answer, "the number of images")
     calls = []
-    hook = model.register_forward_hook(lambda mod, inp, out: calls.append(inp[0].shape[0]))
-    try:
-        from ..attribution import occlusion
+    from ..attribution import occlusion
+
+    with module_hooks([(model, lambda mod, inp, out: calls.append(inp[0].shape[0]))]):
         occlusion(model, image, window=window, stride=stride, batch_size=4, method="full", progress=False)
-    finally:
-        hook.remove()
     seen = sum(calls)
     if n == seen:
         return

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..hooks import relu_rule
+from ..hooks import module_hooks, relu_rule
 from . import Wrong, exercise
 
 __all__ = ["check_1", "check_2", "check_3", "check_4"]
@@ -109,13 +109,8 @@ def check_3(answer, *, model, x):
         raise Wrong(f"a count should be an integer (int), got {type(answer).__name__} {answer!r}")
     modules = [m for m in model.modules() if isinstance(m, nn.ReLU6)]
     calls = []
-    handles = [m.register_forward_hook(lambda mod, i, o: calls.append(1)) for m in modules]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
+    with module_hooks([(m, lambda mod, i, o: calls.append(1)) for m in modules]), torch.no_grad():
+        model(x)
     n = len(calls)
     if answer == n:
         return
