@@ -38,10 +38,21 @@ def _bound_names(tree: ast.Module) -> list[str]:
         elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
             targets = [node.target]
         for t in targets:
-            for n in ast.walk(t):
-                if isinstance(n, ast.Name) and n.id not in names:
-                    names.append(n.id)
+            for n in _target_names(t):
+                if n not in names:
+                    names.append(n)
     return names
+
+
+def _target_names(t: ast.expr) -> list[str]:
+    """Names an assignment target binds: ``a``, ``a, (b, *c)``; not ``x[i]`` or ``x.attr`` (they change x)."""
+    if isinstance(t, ast.Name):
+        return [t.id]
+    if isinstance(t, ast.Starred):
+        return _target_names(t.value)
+    if isinstance(t, (ast.Tuple, ast.List)):
+        return [n for e in t.elts for n in _target_names(e)]
+    return []
 
 
 def stub_of(source: str, where: str = "a solution cell") -> str:

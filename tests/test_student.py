@@ -74,7 +74,9 @@ def test_the_stub_keeps_the_task_and_blanks_every_bound_name():
            "rows, cols = torch.nonzero(g > 0, as_tuple=True)\n"
            "def area(box, *, inclusive=True):\n"
            "    return 1\n"
-           "answer_2 = (int(rows.min()), int(cols.min()))\n")
+           "answer_2 = (int(rows.min()), int(cols.min()))\n"
+           "grad[..., 0] = 0.5\n"
+           "model.flag = True\n")
     assert stub_of(src) == (
         "# Task 2: the box (top, left, bottom, right) of the nonzero gradient.\n"
         "# Use receptive_field.\n"
