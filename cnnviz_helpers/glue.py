@@ -24,7 +24,7 @@ def glue(name: str, value: T) -> T:
     """Record ``value`` under ``name`` for the page's ``{glue:text}`name` `` roles; return ``value``.
 
     Numpy and torch scalars are recorded as Python numbers, so that a format spec
-    (``{glue:text}`name:.2f` ``) applies to them.
+    (``{glue:text}`name:.2f` ``) applies to them; strings as their text, without quotes.
     """
     if not isinstance(name, str) or not NAME.match(name):
         raise ValueError(f"glue name must be an identifier (letters, digits, _), got {name!r}")
@@ -33,5 +33,14 @@ def glue(name: str, value: T) -> T:
     except ImportError:  # pragma: no cover - without the book extra there is no website to feed
         return value
     plain = value.item() if getattr(value, "ndim", None) == 0 and hasattr(value, "item") else value
+    if isinstance(plain, str):
+        plain = _Text(plain)
     _glue(name, plain, display=False)  # numpy/torch scalars as Python numbers: "0.5", not "np.float64(0.5)"
     return value
+
+
+class _Text(str):
+    """A string whose text form has no quotes: the prose says school bus, not 'school bus'."""
+
+    def __repr__(self) -> str:
+        return str.__str__(self)
