@@ -97,3 +97,16 @@ def raising_in(model: nn.Module, alias: str, exc: BaseException):
             return False
 
     return _Ctx()
+
+
+def hint(feedback) -> str:
+    """An exercise check's hint, after asserting that the check ran and rejected the answer."""
+    assert feedback.done and not feedback.ok, feedback
+    return feedback.message
+
+
+def rejected(feedback, *parts: str) -> None:
+    """The check said "not yet right", and its hint contains every one of ``parts``."""
+    msg = hint(feedback)
+    for part in parts:
+        assert part in msg, (part, msg)

@@ -8,16 +8,12 @@ import torch.nn.functional as F
 
 from cnnviz_helpers import capture, exercises, load_model, receptive_field
 from cnnviz_helpers.exercises import ExerciseError, lesson01
+from support import hint
+
+pytestmark = pytest.mark.usefixtures("student_mode")  # checks return Feedback
 
 SIZE = 96                    # small photos: block3's map is 12x12, block4's 6x6
 CHAIN_3 = [(3, 2, 0), (3, 1, 1), (3, 2, 0), (3, 1, 1), (5, 2, 1), (5, 1, 2)]
-
-
-@pytest.fixture(autouse=True)
-def student_mode():
-    exercises.student_copy(True)
-    yield
-    exercises.student_copy(False)
 
 
 @pytest.fixture(scope="module")
@@ -31,11 +27,6 @@ def photos():
     g = torch.Generator().manual_seed(0)
     imgs = F.interpolate(torch.rand(6, 3, 12, 12, generator=g), size=(SIZE, SIZE), mode="bilinear")
     return SimpleNamespace(image=lambda p: imgs[p:p + 1], classes=[3, 151, 207, 285, 530, 999], all=imgs)
-
-
-def hint(feedback):
-    assert feedback.done and not feedback.ok
-    return feedback.message
 
 
 def recursion(layers, after=False):

@@ -5,13 +5,9 @@ import torch.nn.functional as F
 
 from cnnviz_helpers import exercises, load_model
 from cnnviz_helpers.exercises import ExerciseError, lesson02
+from support import hint
 
-
-@pytest.fixture(autouse=True)
-def student_mode():
-    exercises.student_copy(True)
-    yield
-    exercises.student_copy(False)
+pytestmark = pytest.mark.usefixtures("student_mode")  # checks return Feedback
 
 
 @pytest.fixture(scope="module")
@@ -21,11 +17,6 @@ def weights():
     dw = model.net._blocks[1]._depthwise_conv.weight.detach().cpu()  # (96, 1, 3, 3)
     norms = W.flatten(1).norm(dim=1)
     return W, dw, norms > 1e-3 * norms.max()
-
-
-def hint(feedback):
-    assert feedback.done and not feedback.ok
-    return feedback.message
 
 
 def test_1_prediction_against_the_ascent(weights):

@@ -5,16 +5,12 @@ import torch.nn.functional as F
 
 from cnnviz_helpers import capture, exercises, load_model
 from cnnviz_helpers.exercises import ExerciseError, lesson03
+from support import hint
+
+pytestmark = pytest.mark.usefixtures("student_mode")  # checks return Feedback
 
 SIZE = 64      # small input: the maps are 32x32 (stem) ... 2x2 (head)
 LAYERS = ["stem"] + [f"block{b}" for b in range(1, 8)] + ["head"]
-
-
-@pytest.fixture(autouse=True)
-def student_mode():
-    exercises.student_copy(True)
-    yield
-    exercises.student_copy(False)
 
 
 @pytest.fixture(scope="module")
@@ -34,11 +30,6 @@ def maps(model, image):
         acts = {n: rec[n][0] for n in LAYERS}
         head_act = model.net._swish(model.net._bn1(acts["head"][None]))[0]
     return acts, head_act
-
-
-def hint(feedback):
-    assert feedback.done and not feedback.ok
-    return feedback.message
 
 
 def test_1_first_layer_with_stride_16(maps):

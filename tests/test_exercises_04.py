@@ -6,6 +6,9 @@ import torch
 from cnnviz_helpers import exercises, load_model
 from cnnviz_helpers.attribution import occlusion
 from cnnviz_helpers.exercises import lesson04
+from support import hint
+
+pytestmark = pytest.mark.usefixtures("student_mode")  # checks return Feedback
 
 WINDOW, STRIDE = 32, 16
 
@@ -20,18 +23,6 @@ def setup():
     c = int(occ.base.argmax())
     grey = torch.tensor(model.mean).view(1, 3, 1, 1)
     return model, x, occ, c, grey
-
-
-@pytest.fixture(autouse=True)
-def student_mode():
-    exercises.student_copy(True)
-    yield
-    exercises.student_copy(False)
-
-
-def hint(fb):
-    assert fb.done and not fb.ok, fb
-    return fb.message
 
 
 def test_1_count_images(setup):

@@ -6,6 +6,9 @@ from scipy.stats import pearsonr
 from cnnviz_helpers import exercises, load_model
 from cnnviz_helpers.attribution import Neuron, gradient, rank_correlation, saliency_map
 from cnnviz_helpers.exercises import lesson05
+from support import hint
+
+pytestmark = pytest.mark.usefixtures("student_mode")  # checks return Feedback
 
 SIZE = 96
 
@@ -18,18 +21,6 @@ def setup():
                                         align_corners=False)                       # a smooth 96x96 image
     top2 = model(x)[0].topk(2).indices.tolist()
     return model, x, top2
-
-
-@pytest.fixture(autouse=True)
-def student_mode():
-    exercises.student_copy(True)
-    yield
-    exercises.student_copy(False)
-
-
-def hint(fb):
-    assert fb.done and not fb.ok, fb
-    return fb.message
 
 
 def test_1_rank_correlation(setup):

@@ -5,22 +5,13 @@ from torch import nn
 
 from cnnviz_helpers import exercises, load_model
 from cnnviz_helpers.exercises import lesson06
+from support import hint
+
+pytestmark = pytest.mark.usefixtures("student_mode")  # checks return Feedback
 
 W1 = [[2, -1, 0], [1, 1, -4], [-1, 2, 0]]
 W2, X = [4, -1, 2], [0.5, 1.0, 0.25]
 F6, R6 = [-1, 3, 7, 2], [2, -1, 5, 4]
-
-
-@pytest.fixture(autouse=True)
-def student_mode():
-    exercises.student_copy(True)
-    yield
-    exercises.student_copy(False)
-
-
-def hint(fb):
-    assert fb.done and not fb.ok, fb
-    return fb.message
 
 
 def test_1_two_layer_by_hand():

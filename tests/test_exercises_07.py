@@ -8,6 +8,7 @@ from cnnviz_helpers.attribution import FaithfulnessCurves, gradcam
 from cnnviz_helpers.exercises import ExerciseError
 from cnnviz_helpers.exercises import lesson07 as L
 from cnnviz_helpers.hooks import capture
+from support import rejected
 
 
 @pytest.fixture(scope="module")
@@ -15,25 +16,11 @@ def model():
     return load_model()
 
 
-@pytest.fixture
-def student():
-    exercises.student_copy(True)
-    yield
-    exercises.student_copy(False)
-
-
 def smooth_image(seed: int, h: int = 96, w: int = 96) -> torch.Tensor:
     """A smooth random image (1, 3, h, w) in [0, 1]: coarse noise, upsampled."""
     g = torch.Generator().manual_seed(seed)
     coarse = torch.rand(1, 3, h // 8, w // 8, generator=g)
     return torch.nn.functional.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)
-
-
-def rejected(fb, *hint_parts):
-    """The check said "not yet right", and its hint contains every one of ``hint_parts``."""
-    assert fb.done and not fb.ok, fb
-    for part in hint_parts:
-        assert part in fb.message, (part, fb.message)
 
 
 # --- 07.1 Grad-CAM by hand -------------------------------------------------------------------
@@ -49,7 +36,7 @@ def block6(model):
     return x, c, A, dA
 
 
-def test_1(model, block6, student):
+def test_1(model, block6, student_mode):
     x, c, A, dA = block6
     ctx = dict(model=model, x=x, target=c, layer="block6")
     alpha = dA.mean((1, 2))
@@ -75,7 +62,7 @@ def test_1(model, block6, student):
 MEASURED = {"CAM": -0.62, "Grad-CAM (block6)": 0.12, "Guided Grad-CAM": 0.31, "guided backprop": 0.97}
 
 
-def test_2(student):
+def test_2(student_mode):
     assert L.check_2("guided backprop", measured=MEASURED).ok
     assert L.check_2("Guided Backprop", measured=MEASURED).ok
     rejected(L.check_2("CAM", measured=MEASURED), "classifier's weights", "0.97")
@@ -88,7 +75,7 @@ def test_2(student):
 
 # --- 07.3 the dog's share on the right half ------------------------------------------------------
 
-def test_3(student):
+def test_3(student_mode):
     g = torch.Generator().manual_seed(0)
     dog = torch.rand(7, 14, generator=g) * torch.linspace(0.1, 1, 14)     # mostly on the right
     cat = torch.rand(7, 14, generator=g) * torch.linspace(1, 0.1, 14)
@@ -107,7 +94,7 @@ def test_3(student):
 
 # --- 07.4 the probability lost without the right half -------------------------------------------
 
-def test_4(model, student):
+def test_4(model, student_mode):
     collage = torch.cat([smooth_image(1, 64, 64), smooth_image(2, 64, 64)], dim=3)     # (1, 3, 64, 128)
     k = int(model(collage).argmax())
     ctx = dict(model=model, collage=collage, target=k)
@@ -132,7 +119,7 @@ def test_4(model, student):
 
 # --- 07.5 the trapezoid rule -----------------------------------------------------------------
 
-def test_5(student):
+def test_5(student_mode):
     f = torch.linspace(0, 1, 5)
     cur = FaithfulnessCurves(f, torch.tensor([0.9, 0.5, 0.3, 0.2, 0.1]), torch.tensor([0.1, 0.4, 0.6, 0.8, 0.85]))
     d, fr = cur.deletion.numpy(), cur.fractions.numpy()

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from test_exercises_07 import model, rejected, student  # noqa: F401 - the shared fixtures and helper
+from support import rejected
+from test_exercises_07 import model  # noqa: F401 - the shared model fixture
 
 from cnnviz_helpers import exercises, receptive_field
 from cnnviz_helpers import objectives as obj
@@ -17,7 +18,7 @@ from cnnviz_helpers.optimize import optimize
 SIZE = 96
 
 
-def test_1(student):
+def test_1(student_mode):
     assert L.check_1(70, measured_width=67).ok
     rejected(L.check_1(10, measured_width=67), "too small", "67")
     rejected(L.check_1(150, measured_width=67), "too large")
@@ -39,7 +40,7 @@ def block3(model):
     return box, rf.clipped_box(i, j, SIZE, SIZE)
 
 
-def test_2(block3, student):
+def test_2(block3, student_mode):
     box, rf_box = block3
     ctx = dict(rf_box=rf_box, size=SIZE)
     assert L.check_2(box, **ctx).ok
@@ -61,7 +62,7 @@ def run3(model):
     return objective, image
 
 
-def test_3(model, run3, student):
+def test_3(model, run3, student_mode):
     objective, image = run3
     ctx = dict(model=model, size=SIZE)
     assert L.check_3(objective, image, **ctx).ok
@@ -77,7 +78,7 @@ def test_3(model, run3, student):
     assert not L.check_3(objective, ..., **ctx).done
 
 
-def test_4(student):
+def test_4(student_mode):
     g = np.random.default_rng(0)
     S = g.normal(0, 3, size=(3, 20))
     ids = [4, 11, 7]

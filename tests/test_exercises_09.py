@@ -8,6 +8,9 @@ import torch
 from cnnviz_helpers import exercises, load_model
 from cnnviz_helpers.exercises import ExerciseError, lesson09
 from cnnviz_helpers.objectives import features
+from support import hint
+
+pytestmark = pytest.mark.usefixtures("student_mode")  # checks return Feedback
 
 LAYERS = ["stem", "block1", "block2", "block3", "pool", "fc"]
 
@@ -20,18 +23,6 @@ def setup():
                                                        mode="bilinear", align_corners=False)
     x0, recon, starts = smooth(1), smooth(2), smooth(2)         # stand-ins for photo, reconstructions, starts
     return model, x0, recon, starts
-
-
-@pytest.fixture(autouse=True)
-def student_mode():
-    exercises.student_copy(True)
-    yield
-    exercises.student_copy(False)
-
-
-def hint(fb):
-    assert fb.done and not fb.ok, fb
-    return fb.message
 
 
 def test_1_prediction():

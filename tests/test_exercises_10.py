@@ -7,6 +7,9 @@ from cnnviz_helpers import objectives as obj
 from cnnviz_helpers import params
 from cnnviz_helpers.exercises import ExerciseError, lesson10
 from cnnviz_helpers.optimize import optimize
+from support import hint
+
+pytestmark = pytest.mark.usefixtures("student_mode")  # checks return Feedback
 
 LAYERS = ["block2", "block3", "block4"]
 LR = 0.01
@@ -26,18 +29,6 @@ def setup():
         (grad,) = torch.autograd.grad(rec["block3"].pow(2).mean(), x)
     dreamed = (photo + 0.05 * torch.randn(photo.shape, generator=g)).clamp(0, 1)   # stands in for a dream
     return model, photo, loop, grad, dreamed
-
-
-@pytest.fixture(autouse=True)
-def student_mode():
-    exercises.student_copy(True)
-    yield
-    exercises.student_copy(False)
-
-
-def hint(fb):
-    assert fb.done and not fb.ok, fb
-    return fb.message
 
 
 def test_1_prediction():

@@ -9,15 +9,9 @@ from cnnviz_helpers import exercises
 from cnnviz_helpers import objectives as obj
 from cnnviz_helpers.exercises import ExerciseError, lesson11
 from cnnviz_helpers.objectives import Context, gram_matrix
+from support import rejected
 
 LAYERS = ["a", "b"]
-
-
-@pytest.fixture
-def student():
-    exercises.student_copy(True)
-    yield
-    exercises.student_copy(False)
 
 
 def feats(seed, shape_a=(1, 4, 6, 5), shape_b=(1, 6, 3, 3)):
@@ -25,19 +19,13 @@ def feats(seed, shape_a=(1, 4, 6, 5), shape_b=(1, 6, 3, 3)):
     return {"a": torch.randn(shape_a, generator=g).relu(), "b": torch.randn(shape_b, generator=g)}
 
 
-def wrong(fb, *words):
-    assert fb.done and not fb.ok, fb
-    for w in words:
-        assert w in fb.message, (w, fb.message)
-
-
 # 11.1: the prediction against the measured content losses
 
-def test_1_prediction(student):
+def test_1_prediction(student_mode):
     ratios, content_end = [0.01, 0.1, 1, 1000], torch.tensor([0.1, 0.3, 0.9, 2.5])
     assert lesson11.check_1("rises", ratios=ratios, content_end=content_end).ok
-    wrong(lesson11.check_1("falls", ratios=ratios, content_end=content_end), "measured: the content loss rises")
-    wrong(lesson11.check_1("up", ratios=ratios, content_end=content_end), "'rises' or 'falls'")
+    rejected(lesson11.check_1("falls", ratios=ratios, content_end=content_end), "measured: the content loss rises")
+    rejected(lesson11.check_1("up", ratios=ratios, content_end=content_end), "'rises' or 'falls'")
     assert not lesson11.check_1(..., ratios=ratios, content_end=content_end).done
 
 
@@ -50,31 +38,31 @@ def maps():
     return f, perm
 
 
-def test_2_official(student, maps):
+def test_2_official(student_mode, maps):
     f2, perm = maps
     shuffled = f2.flatten(2)[:, :, perm].reshape(f2.shape)
     gram_change = float((gram_matrix(shuffled) - gram_matrix(f2)).abs().max())
     content_change = float(0.5 * ((shuffled - f2) ** 2).sum())
     assert lesson11.check_2(shuffled, gram_change, content_change, features=f2, perm=perm).ok
     # the mistakes, on top of the right shuffle
-    wrong(lesson11.check_2(shuffled, gram_change, 2 * content_change, features=f2, perm=perm), "factor 1/2")
-    wrong(lesson11.check_2(shuffled, gram_change, float(((shuffled - f2) ** 2).mean()), features=f2, perm=perm),
+    rejected(lesson11.check_2(shuffled, gram_change, 2 * content_change, features=f2, perm=perm), "factor 1/2")
+    rejected(lesson11.check_2(shuffled, gram_change, float(((shuffled - f2) ** 2).mean()), features=f2, perm=perm),
           "mean of the squared")
-    wrong(lesson11.check_2(shuffled.flatten(2), gram_change, content_change, features=f2, perm=perm),
+    rejected(lesson11.check_2(shuffled.flatten(2), gram_change, content_change, features=f2, perm=perm),
           "expected (1, 4, 6, 5)")
     assert not lesson11.check_2(..., ..., ..., features=f2, perm=perm).done
 
 
-def test_2_wrong_shuffles(student, maps):
+def test_2_wrong_shuffles(student_mode, maps):
     f2, perm = maps
-    wrong(lesson11.check_2(f2.clone(), 0.0, 0.0, features=f2, perm=perm), "equals the original")
+    rejected(lesson11.check_2(f2.clone(), 0.0, 0.0, features=f2, perm=perm), "equals the original")
     each = torch.stack([f2[0, c].flatten()[torch.randperm(30, generator=torch.Generator().manual_seed(c))]
                         for c in range(f2.shape[1])])[None].reshape(f2.shape)    # a different shuffle per channel
-    wrong(lesson11.check_2(each, 0.0, 1.0, features=f2, perm=perm), "same `perm` to every channel")
+    rejected(lesson11.check_2(each, 0.0, 1.0, features=f2, perm=perm), "same `perm` to every channel")
     mixed = f2.flatten()[torch.randperm(f2.numel(), generator=torch.Generator().manual_seed(2))].reshape(f2.shape)
-    wrong(lesson11.check_2(mixed, 0.0, 1.0, features=f2, perm=perm), "between channels")
+    rejected(lesson11.check_2(mixed, 0.0, 1.0, features=f2, perm=perm), "between channels")
     shuffled = f2.flatten(2)[:, :, perm].reshape(f2.shape)
-    wrong(lesson11.check_2(shuffled, 0.5, 1.0, features=f2, perm=perm), "cannot depend on their order")
+    rejected(lesson11.check_2(shuffled, 0.5, 1.0, features=f2, perm=perm), "cannot depend on their order")
 
 
 # 11.3: the closest painting
@@ -87,7 +75,7 @@ def style_losses(photo_feats, painting_feats):
             for n, pf in painting_feats.items()}
 
 
-def test_3(student):
+def test_3(student_mode):
     photo = feats(0)
     paint = {"p": feats(1, (1, 4, 8, 7), (1, 6, 4, 4)), "q": feats(2), "r": feats(3, (1, 4, 5, 5), (1, 6, 2, 3))}
     paint["q"] = {l: 0.9 * f + 0.1 * feats(4)[l] for l, f in photo.items()}   # q: almost the photo
@@ -96,18 +84,18 @@ def test_3(student):
     assert closest == "q"
     assert lesson11.check_3(losses, closest, photo_feats=photo, painting_feats=paint).ok
     farthest = max(losses, key=losses.get)
-    wrong(lesson11.check_3(losses, farthest, photo_feats=photo, painting_feats=paint), "*largest* style loss")
-    wrong(lesson11.check_3({n: -v for n, v in losses.items()}, closest, photo_feats=photo, painting_feats=paint),
+    rejected(lesson11.check_3(losses, farthest, photo_feats=photo, painting_feats=paint), "*largest* style loss")
+    rejected(lesson11.check_3({n: -v for n, v in losses.items()}, closest, photo_feats=photo, painting_feats=paint),
           "negative")
-    wrong(lesson11.check_3(losses, "The Starry Night", photo_feats=photo, painting_feats=paint), "not a key")
-    wrong(lesson11.check_3({n: 2 * v for n, v in losses.items()}, closest, photo_feats=photo,
+    rejected(lesson11.check_3(losses, "The Starry Night", photo_feats=photo, painting_feats=paint), "not a key")
+    rejected(lesson11.check_3({n: 2 * v for n, v in losses.items()}, closest, photo_feats=photo,
                            painting_feats=paint), "paper's formula")
     assert not lesson11.check_3(..., ..., photo_feats=photo, painting_feats=paint).done
 
 
 # 11.4: the pixel-level Gram
 
-def test_4(student):
+def test_4(student_mode):
     g = torch.Generator().manual_seed(0)
     paintings = {n: torch.rand(1, 3, 20, 24, generator=g) * torch.tensor(w).view(1, 3, 1, 1)
                  for n, w in {"reddish": [1.0, 0.3, 0.4], "blueish": [0.4, 0.3, 0.9], "grey": [0.5, 0.5, 0.5]}.items()}
@@ -115,10 +103,10 @@ def test_4(student):
     bluest = max(pixel_grams, key=lambda n: float(pixel_grams[n][2, 2]))
     assert bluest == "blueish"
     assert lesson11.check_4(pixel_grams, bluest, paintings=paintings).ok
-    wrong(lesson11.check_4(pixel_grams, "reddish", paintings=paintings), "RGB order")
-    wrong(lesson11.check_4({n: gram_matrix(p) for n, p in paintings.items()}, bluest, paintings=paintings),
+    rejected(lesson11.check_4(pixel_grams, "reddish", paintings=paintings), "RGB order")
+    rejected(lesson11.check_4({n: gram_matrix(p) for n, p in paintings.items()}, bluest, paintings=paintings),
           "expected (3, 3)")
-    wrong(lesson11.check_4({n: gram_matrix(p)[0] * 480 for n, p in paintings.items()}, bluest,
+    rejected(lesson11.check_4({n: gram_matrix(p)[0] * 480 for n, p in paintings.items()}, bluest,
                            paintings=paintings), "mean (divide by M")
     assert not lesson11.check_4(..., ..., paintings=paintings).done
 

@@ -11,6 +11,7 @@ from torch import nn
 from cnnviz_helpers import exercises
 from cnnviz_helpers.exercises import ExerciseError, lesson12
 from cnnviz_helpers.optimize import pgd
+from support import rejected
 
 
 def tiny_cnn(seed):
@@ -31,23 +32,10 @@ def photo():
     return torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 0.8 + 0.1
 
 
-@pytest.fixture
-def student():
-    exercises.student_copy(True)
-    yield
-    exercises.student_copy(False)
-
-
-def wrong(fb, *words):
-    assert fb.done and not fb.ok, fb
-    for w in words:
-        assert w in fb.message, (w, fb.message)
-
-
-def test_1_prediction(student):
+def test_1_prediction(student_mode):
     assert lesson12.check_1("fgsm", eps=2, fgsm_accuracy=0.05, noise_accuracy=0.7).ok
-    wrong(lesson12.check_1("noise", eps=2, fgsm_accuracy=0.05, noise_accuracy=0.7), "measured at 2/255")
-    wrong(lesson12.check_1("FGSM!", eps=2, fgsm_accuracy=0.05, noise_accuracy=0.7), "'fgsm' or 'noise'")
+    rejected(lesson12.check_1("noise", eps=2, fgsm_accuracy=0.05, noise_accuracy=0.7), "measured at 2/255")
+    rejected(lesson12.check_1("FGSM!", eps=2, fgsm_accuracy=0.05, noise_accuracy=0.7), "'fgsm' or 'noise'")
     assert not lesson12.check_1(..., eps=2, fgsm_accuracy=0.05, noise_accuracy=0.7).done
 
 
@@ -56,7 +44,7 @@ def grad(model, x, y):
     return torch.autograd.grad(F.cross_entropy(model(xg), y), xg)[0]
 
 
-def test_2_linearity(student, nets, photo):
+def test_2_linearity(student_mode, nets, photo):
     model, label, eps = nets[0], torch.tensor([3]), 0.1 / 255
     g = grad(model, photo, label)                                      # as the lesson: loss_gradient
     predicted = eps * float(g.abs().sum())
@@ -65,18 +53,18 @@ def test_2_linearity(student, nets, photo):
         actual = J((photo + eps * g.sign()).clamp(0, 1)) - J(photo)
     ctx = dict(model=model, x=photo, label=label, eps=eps)
     assert lesson12.check_2(predicted, actual, **ctx).ok
-    wrong(lesson12.check_2(float(g.abs().sum()), actual, **ctx), "multiply by eps")
-    wrong(lesson12.check_2(eps * float(g.norm()), actual, **ctx), "L2 norm")
+    rejected(lesson12.check_2(float(g.abs().sum()), actual, **ctx), "multiply by eps")
+    rejected(lesson12.check_2(eps * float(g.norm()), actual, **ctx), "L2 norm")
     with torch.no_grad():
         downhill = J((photo - eps * g.sign()).clamp(0, 1)) - J(photo)
         after = J((photo + eps * g.sign()).clamp(0, 1))
-    wrong(lesson12.check_2(predicted, downhill, **ctx), "down the gradient")
-    wrong(lesson12.check_2(predicted, after, **ctx), "its increase")
-    wrong(lesson12.check_2(predicted, "0.1", **ctx), "one number")
+    rejected(lesson12.check_2(predicted, downhill, **ctx), "down the gradient")
+    rejected(lesson12.check_2(predicted, after, **ctx), "its increase")
+    rejected(lesson12.check_2(predicted, "0.1", **ctx), "one number")
     assert not lesson12.check_2(predicted, ..., **ctx).done
 
 
-def test_3_small_budget(student, nets, photo):
+def test_3_small_budget(student_mode, nets, photo):
     model, eps = nets[0], 2 / 255
     target = int(model(photo).argsort(descending=True)[0, 1])          # the runner-up class
     adv = pgd(model, photo, eps=eps, steps=40, alpha=0.5 / 255, target=target, until=0.99)
@@ -89,15 +77,15 @@ def test_3_small_budget(student, nets, photo):
     with torch.no_grad():
         p_big = float(model(big).softmax(-1)[0, target])
         logit = float(model(adv)[0, target])
-    wrong(lesson12.check_3(big, p_big, **ctx), "over the budget", "EPS_TARGETED")
-    wrong(lesson12.check_3(adv, logit, **ctx) if not 0 <= logit <= 1 else lesson12.check_3(adv, 7.0, **ctx),
+    rejected(lesson12.check_3(big, p_big, **ctx), "over the budget", "EPS_TARGETED")
+    rejected(lesson12.check_3(adv, logit, **ctx) if not 0 <= logit <= 1 else lesson12.check_3(adv, 7.0, **ctx),
           "not a probability")
-    wrong(lesson12.check_3(adv[0], p, **ctx), "expected (1, 3, 16, 16)")
-    wrong(lesson12.check_3(photo.clone(), p, **ctx), "equals the photo")
+    rejected(lesson12.check_3(adv[0], p, **ctx), "expected (1, 3, 16, 16)")
+    rejected(lesson12.check_3(photo.clone(), p, **ctx), "equals the photo")
     assert not lesson12.check_3(..., ..., **ctx).done
 
 
-def test_4_transfer(student, nets):
+def test_4_transfer(student_mode, nets):
     maker, other = nets
     images = torch.rand(20, 3, 16, 16, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
@@ -108,10 +96,10 @@ def test_4_transfer(student, nets):
     assert 0 < fraction < 1 and by_maker != fraction
     ctx = dict(other=other, maker=maker, images=images, classes=classes)
     assert lesson12.check_4(fraction, **ctx).ok
-    wrong(lesson12.check_4(by_maker, **ctx), "made for (Lite0)")
-    wrong(lesson12.check_4(100 * fraction, **ctx), "percentage")
-    wrong(lesson12.check_4(20 * fraction, **ctx), "a count")
-    wrong(lesson12.check_4([fraction], **ctx), "one number")
+    rejected(lesson12.check_4(by_maker, **ctx), "made for (Lite0)")
+    rejected(lesson12.check_4(100 * fraction, **ctx), "percentage")
+    rejected(lesson12.check_4(20 * fraction, **ctx), "a count")
+    rejected(lesson12.check_4([fraction], **ctx), "one number")
     assert not lesson12.check_4(..., **ctx).done
 
 

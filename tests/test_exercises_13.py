@@ -10,26 +10,14 @@ from sklearn.decomposition import PCA
 
 from cnnviz_helpers import exercises
 from cnnviz_helpers.exercises import ExerciseError, lesson13
+from support import rejected
 
 
-@pytest.fixture
-def student():
-    exercises.student_copy(True)
-    yield
-    exercises.student_copy(False)
-
-
-def wrong(fb, *words):
-    assert fb.done and not fb.ok, fb
-    for w in words:
-        assert w in fb.message, (w, fb.message)
-
-
-def test_1_prediction(student):
+def test_1_prediction(student_mode):
     agreement = {"embedding, cosine": 0.8, "embedding, L2": 0.7, "pixels, L2": 0.3}
     assert lesson13.check_1("embedding", agreement=agreement).ok
-    wrong(lesson13.check_1("pixels", agreement=agreement), "measured: 80%")
-    wrong(lesson13.check_1("cosine", agreement=agreement), "'embedding' or 'pixels'")
+    rejected(lesson13.check_1("pixels", agreement=agreement), "measured: 80%")
+    rejected(lesson13.check_1("cosine", agreement=agreement), "'embedding' or 'pixels'")
     assert not lesson13.check_1(..., agreement=agreement).done
 
 
@@ -48,18 +36,18 @@ def spaces():
     return emb, pixels, labels, neighbours
 
 
-def test_2_knn(student, spaces):
+def test_2_knn(student_mode, spaces):
     emb, pixels, labels, neighbours = spaces
     share = lambda cols: {s: float((labels[nb[:, cols]] == labels[:, None]).float().mean()) for s, nb in neighbours.items()}
     ctx = dict(emb=emb, pixels=pixels, labels=labels)
     assert lesson13.check_2(share(slice(0, 5)), **ctx).ok
-    wrong(lesson13.check_2(share(slice(0, 1)), **ctx), "first neighbour only")
-    wrong(lesson13.check_2(share(slice(0, 8)), **ctx), "all 8 neighbours")
-    wrong(lesson13.check_2({s: 100 * v for s, v in share(slice(0, 5)).items()}, **ctx), "not a percentage")
+    rejected(lesson13.check_2(share(slice(0, 1)), **ctx), "first neighbour only")
+    rejected(lesson13.check_2(share(slice(0, 8)), **ctx), "all 8 neighbours")
+    rejected(lesson13.check_2({s: 100 * v for s, v in share(slice(0, 5)).items()}, **ctx), "not a percentage")
     with_self = {s: float((labels[torch.cat([torch.arange(60)[:, None], nb[:, :4]], 1)] == labels[:, None])
                           .float().mean()) for s, nb in neighbours.items()}
-    wrong(lesson13.check_2(with_self, **ctx), "its own neighbour")
-    wrong(lesson13.check_2({"embedding": 0.5}, **ctx), "keys")
+    rejected(lesson13.check_2(with_self, **ctx), "its own neighbour")
+    rejected(lesson13.check_2({"embedding": 0.5}, **ctx), "keys")
     assert not lesson13.check_2(..., **ctx).done
 
 
@@ -72,7 +60,7 @@ def unit():
     return acts, masks, 1, T
 
 
-def test_3_iou(student, unit):
+def test_3_iou(student_mode, unit):
     acts, masks, k, T = unit
     inter = union = 0
     per_image, inter_near, union_near, size_m = [], 0, 0, 0
@@ -85,10 +73,10 @@ def test_3_iou(student, unit):
         inter_near += int((Mn & L).sum()); union_near += int((Mn | L).sum())
     ctx = dict(acts=acts, k=k, T=T, masks=masks)
     assert lesson13.check_3(inter / union, **ctx).ok
-    wrong(lesson13.check_3(float(np.mean(per_image)), **ctx), "averaged per-image IoUs")
-    wrong(lesson13.check_3(inter / size_m, **ctx), "counts the overlap twice")
-    wrong(lesson13.check_3(inter_near / union_near, **ctx), "nearest-neighbour")
-    wrong(lesson13.check_3(inter, **ctx), "in [0, 1]")
+    rejected(lesson13.check_3(float(np.mean(per_image)), **ctx), "averaged per-image IoUs")
+    rejected(lesson13.check_3(inter / size_m, **ctx), "counts the overlap twice")
+    rejected(lesson13.check_3(inter_near / union_near, **ctx), "nearest-neighbour")
+    rejected(lesson13.check_3(inter, **ctx), "in [0, 1]")
     assert not lesson13.check_3(..., **ctx).done
 
 
@@ -99,18 +87,18 @@ def test_bilinear_matrix_is_torch_bilinear():
     assert np.allclose(np.einsum("yi,nij,xj->nyx", Ry, a[:, 0].numpy(), Rx), up[:, 0].numpy())
 
 
-def test_4_pca(student):
+def test_4_pca(student_mode):
     rng = np.random.default_rng(0)
     X = rng.normal(size=(80, 20)) * np.linspace(3, 0.2, 20) + 5.0          # decaying variances, far from 0
     ratios = PCA(svd_solver="full").fit(X).explained_variance_ratio_
     n90 = int(np.searchsorted(np.cumsum(ratios), 0.9) + 1)
     assert lesson13.check_4(n90, X=X).ok
-    wrong(lesson13.check_4(n90 - 1, X=X), "off by one")
+    rejected(lesson13.check_4(n90 - 1, X=X), "off by one")
     raw = np.linalg.svd(X, compute_uv=False) ** 2
     uncentred = int(np.searchsorted(np.cumsum(raw) / raw.sum(), 0.9) + 1)
     assert uncentred != n90
-    wrong(lesson13.check_4(uncentred, X=X), "did not centre")
-    wrong(lesson13.check_4(float(np.cumsum(ratios)[n90 - 1]), X=X), "an int")
+    rejected(lesson13.check_4(uncentred, X=X), "did not centre")
+    rejected(lesson13.check_4(float(np.cumsum(ratios)[n90 - 1]), X=X), "an int")
     assert not lesson13.check_4(..., X=X).done
 
 

@@ -5,20 +5,14 @@ import numpy as np
 import torch.nn.functional as F
 
 from . import Wrong, exercise
+from ._answers import number
 
 __all__ = ["check_1", "check_2", "check_3", "check_4"]
 
 
-def _number(answer, name: str) -> float:
-    """``answer`` as a float, or a hint if it is not one number."""
-    if isinstance(answer, bool) or not (isinstance(answer, (int, float, np.number)) or getattr(answer, "ndim", None) == 0):
-        raise Wrong(f"{name} should be one number (a Python float), got {type(answer).__name__}")
-    return float(answer)
-
-
 def _fraction(answer, name: str) -> float:
     """``answer`` as a float in [0, 1], or a hint."""
-    value = _number(answer, name)
+    value = number(answer, name)
     if value > 1 and value <= 100:
         raise Wrong(f"{name} = {value:.3g} is above 1: give a fraction in [0, 1], not a percentage or a count")
     if not 0 <= value <= 1:
@@ -91,7 +85,7 @@ def check_3(prediction, *, same: bool) -> None:
 @exercise("03.4", "a stem activation at the bottom-right unit, by hand")
 def check_4(answer, *, x, W, recorded, channel: int, unit: tuple[int, int]) -> None:
     """``x``: (1, 3, H, W) image in [0, 1]; ``W``: (32, 3, 3, 3) stem weights; ``recorded``: what the hook saw."""
-    value, want = _number(answer, "answer_4"), float(recorded)
+    value, want = number(answer, "answer_4"), float(recorded)
     tol = 1e-4 * max(1.0, abs(want))
     if abs(value - want) < tol:
         return

@@ -9,16 +9,9 @@ from __future__ import annotations
 import torch
 
 from . import Wrong, exercise
+from ._answers import number
 
 __all__ = ["check_1", "check_2", "check_3", "check_4"]
-
-
-def _number(answer, what: str) -> float:
-    if isinstance(answer, torch.Tensor) and answer.numel() != 1:
-        raise Wrong(f"{what} is one number, got a tensor of shape {tuple(answer.shape)}")
-    if isinstance(answer, bool) or not (isinstance(answer, (int, float, torch.Tensor)) or hasattr(answer, "item")):
-        raise Wrong(f"{what} should be a number, got {type(answer).__name__}")
-    return float(answer)
 
 
 def _spearman(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -28,7 +21,7 @@ def _spearman(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @exercise("05.1", "the Spearman rank correlation of the top-1 and top-2 saliency maps")
 def check_1(answer, *, s1, s2, w1, w2):
-    r = _number(answer, "a rank correlation")
+    r = number(answer, "a rank correlation")
     if not -1 - 1e-9 <= r <= 1 + 1e-9:
         raise Wrong(f"{r:.3f} is no correlation: correlations lie in [-1, 1]")
     want = _spearman(s1, s2)                                # scipy's Spearman on the two maps

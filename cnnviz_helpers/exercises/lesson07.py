@@ -3,7 +3,7 @@
 Each check compares the answer with an independent computation (the library's
 ``gradcam``, a sum taken the other way round, a fresh forward pass, scipy's
 trapezoid rule) and recognizes the usual mistakes by recomputing them. The small
-helpers ``number``, ``tensor`` and ``diagnose`` are shared with lesson 08.
+helpers ``tensor``, ``close`` and ``diagnose`` are shared with lesson 08.
 """
 from __future__ import annotations
 
@@ -13,24 +13,9 @@ import numpy as np
 import torch
 
 from . import Wrong, exercise
+from ._answers import number
 
-__all__ = ["check_1", "check_2", "check_3", "check_4", "check_5", "number", "tensor", "diagnose"]
-
-
-def number(answer: Any, what: str) -> float:
-    """``answer`` as a float, or ``Wrong`` saying that ``what`` must be one number."""
-    if isinstance(answer, (bool, str)) or answer is None:
-        raise Wrong(f"{what} must be one number, got {type(answer).__name__} {answer!r}")
-    if isinstance(answer, (torch.Tensor, np.ndarray)):
-        size = answer.size if isinstance(answer, np.ndarray) else answer.numel()
-        if size != 1:
-            raise Wrong(f"{what} must be one number, got an array of shape {tuple(answer.shape)}: "
-                        f"reduce it (sum, mean or index) to a scalar")
-        return float(answer.reshape(-1)[0])
-    try:
-        return float(answer)
-    except (TypeError, ValueError):
-        raise Wrong(f"{what} must be one number, got {type(answer).__name__}") from None
+__all__ = ["check_1", "check_2", "check_3", "check_4", "check_5", "tensor", "close", "diagnose"]
 
 
 def tensor(answer: Any, what: str) -> torch.Tensor:

@@ -13,19 +13,9 @@ import numpy as np
 import torch
 
 from . import Wrong, exercise
+from ._answers import number
 
 __all__ = ["check_1", "check_2", "check_3", "check_4"]
-
-
-def _number(answer, what: str) -> float:
-    """``answer`` as a float: a Python/numpy number or a one-element tensor/array, else a hint."""
-    if isinstance(answer, (bool, str)) or not isinstance(answer, (int, float, np.ndarray, np.generic, torch.Tensor)):
-        raise Wrong(f"{what} should be one number (a float), got {type(answer).__name__}")
-    n = int(np.prod(np.shape(answer)))
-    if n != 1:
-        raise Wrong(f"{what} should be one number, got shape {tuple(np.shape(answer))}: "
-                    "reduce over every axis (channels, height and width) of the one image")
-    return float(torch.as_tensor(answer).reshape(()))
 
 
 def _close(a: float, b: float, tol: float) -> bool:
@@ -63,7 +53,7 @@ def check_1(prediction, *, layers: Sequence[str], mean_ssim) -> None:
 
 @exercise("09.2", "the PSNR of the blank start against the photo, in dB")
 def check_2(answer, *, reconstruction: torch.Tensor, original: torch.Tensor, other_start: torch.Tensor) -> None:
-    value = _number(answer, "the PSNR")
+    value = number(answer, "the PSNR")
     if not math.isfinite(value):
         raise Wrong(f"the PSNR is {value}: is the MSE zero or negative? compare the reconstruction with x0")
     mse = float(torch.mean((_f64(reconstruction) - _f64(original)) ** 2))
@@ -128,7 +118,7 @@ def check_3(answer, *, model, images: torch.Tensor, layer: str, target: torch.Te
 
 @exercise("09.4", "the RMS pixel difference between the two pool reconstructions")
 def check_4(answer, *, images: torch.Tensor, original: torch.Tensor) -> None:
-    value = _number(answer, "the RMS difference")
+    value = number(answer, "the RMS difference")
     d = _f64(images[0]) - _f64(images[1])
     ref = float(torch.linalg.vector_norm(d) / math.sqrt(d.numel()))
     if _close(value, ref, 1e-4):

@@ -10,21 +10,13 @@ import numpy as np
 import torch
 
 from . import Wrong, exercise
+from ._answers import number
 
 __all__ = ["check_1", "check_2", "check_3", "check_4", "number", "style_loss_numpy"]
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().double().numpy()
-
-
-def number(value, what: str) -> float:
-    """``value`` as a float, or ``Wrong`` naming ``what`` (used by lessons 12 and 13 too)."""
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise Wrong(f"{what} should be one number (a float), got {type(value).__name__}")
-    return float(value)
 
 
 def _close(a: float, b: float, rtol: float = 1e-3) -> bool:

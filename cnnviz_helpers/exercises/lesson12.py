@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from ..hooks import frozen
 from . import Wrong, exercise
-from .lesson11 import number
+from ._answers import number
 
 __all__ = ["check_1", "check_2", "check_3", "check_4"]
 

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from . import Wrong, exercise
-from .lesson11 import number
+from ._answers import number
 
 __all__ = ["check_1", "check_2", "check_3", "check_4", "bilinear_matrix"]
 
