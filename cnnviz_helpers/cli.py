@@ -6,8 +6,9 @@ import importlib.metadata as md
 import platform
 import sys
 import time
-from pathlib import Path
 from typing import Sequence
+
+from .prepare import prepare
 
 __all__ = ["main", "doctor", "prepare", "classify"]
 
@@ -65,70 +66,6 @@ def doctor(out=sys.stdout) -> int:
     return 0 if ready else 1
 
 
-def _one_line(e: BaseException, limit: int = 240) -> str:
-    text = " ".join(f"{type(e).__name__}: {e}".split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def fetch_course_images(progress: bool = True) -> str | None:
-    """Fetch every course image not yet in the cache (sha256-verified). None when all are there,
-    else why not, in one line (offline without ``CNNVIZ_DATA``, a full disk, a bad mirror ...).
-
-    The first missing file is fetched alone, without a progress bar: offline, that
-    one attempt says so and nothing else is printed.
-    """
-    import logging
-
-    import pooch
-
-    from .config import data_dir
-    from .data import fetch, fetch_all, registry
-
-    reg = registry()
-    names = sorted(reg)
-    log = pooch.get_logger()
-    level = log.level
-    log.setLevel(logging.WARNING)  # not one "Downloading data from ..." line per file
-    try:
-        first = next((n for n in names if not (data_dir() / n).exists()), None)
-        if first is not None:
-            fetch(first, reg=reg)
-        fetch_all(names, progress=progress)
-    except Exception as e:  # report, never a traceback: the caller decides whether to go on
-        return _one_line(e)
-    finally:
-        log.setLevel(level)
-    return None
-
-
-def prepare(size: int = 224, out=sys.stdout, err=sys.stderr) -> int:
-    """Fetch every course image (sha256-verified; then the course runs offline) and decode the 1000
-    photos once, at ``size``, into the runs cache.
-
-    Lessons 01 and 13 then pass over decoded tensors: their first pass costs the
-    forward passes only. Returns 0, or 1 (with the reason, in one line) when the
-    images cannot be fetched, e.g. offline without ``CNNVIZ_DATA``; 2 for a bad ``size``.
-    """
-    from .dataset import PhotoSet
-
-    if isinstance(size, bool) or not isinstance(size, int) or size < 8:
-        print(f"error: --size must be an integer >= 8 (pixels), got {size!r}", file=err)
-        return 2
-    t = time.perf_counter()
-    problem = fetch_course_images()
-    if problem is not None:
-        print(f"error: the course images could not be fetched ({problem}). The lessons need them: "
-              f"connect once, or set CNNVIZ_DATA to a folder that has them.", file=err)
-        return 1
-    photos = PhotoSet(size=size)
-    had = photos.cache_file.exists()
-    photos.decode_all(progress=True)
-    what = "already decoded" if had else "decoded"
-    print(f"{len(photos)} course photos {what} at {size}x{size} in {time.perf_counter() - t:.1f} s: "
-          f"{photos.cache_file}", file=out)
-    return 0
-
-
 def classify(paths: Sequence[str], model_name: str = "efficientnet_lite0", top: int = 5, batch: int = 16,
              out=sys.stdout, err=sys.stderr) -> int:
     """Top-``top`` labels per file; unreadable files get one line on ``err``; 1 if any failed.
@@ -141,7 +78,7 @@ def classify(paths: Sequence[str], model_name: str = "efficientnet_lite0", top: 
     import torch
 
     from .hooks import frozen
-    from .images import ImageLoadError, center_crop, load_image, resize_short_side
+    from .images import ImageLoadError, load_cropped
     from .models import load_model
 
     for what, v in (("--top", top), ("--batch", batch)):
@@ -168,8 +105,7 @@ def classify(paths: Sequence[str], model_name: str = "efficientnet_lite0", top: 
     try:
         for path in paths:
             try:
-                x = load_image(path)
-                x = center_crop(resize_short_side(x, model.resize_size), model.input_size)
+                x = load_cropped(path, model.resize_size, model.input_size)
             except (ImageLoadError, FileNotFoundError) as e:
                 print(f"error: {path}: {e}", file=err)
                 err.flush()

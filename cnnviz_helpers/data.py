@@ -285,9 +285,9 @@ class ImageNetSamples(torch.utils.data.Dataset):
         return len(self.indices)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        from .images import center_crop, load_image, resize_short_side
+        from .images import load_cropped
 
-        x = center_crop(resize_short_side(load_image(self.paths[i]), self.resize), self.size)[0]
+        x = load_cropped(self.paths[i], self.resize, self.size)[0]
         if self.transform is not None:
             x = self.transform(x)
         return x, self.indices[i]

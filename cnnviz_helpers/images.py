@@ -21,6 +21,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from . import _checks
 
 __all__ = [
+    "load_cropped",
     "MIN_SIDE",
     "MAX_PIXELS",
     "ImageLoadError",
@@ -260,6 +261,12 @@ def center_crop(x: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
         raise ValueError(f"cannot crop {ch}x{cw} from a {h}x{w} image")
     top, left = (h - ch) // 2, (w - cw) // 2
     return x[..., top:top + ch, left:left + cw]
+
+
+def load_cropped(image, resize: int, crop: int | tuple[int, int]) -> torch.Tensor:
+    """The classifier's view of an image: ``load_image``, shorter side resized to ``resize``, central
+    ``crop``. ``(1,3,crop,crop)`` in [0,1] (what ``model.preprocess`` returns, on the CPU)."""
+    return center_crop(resize_short_side(load_image(image), resize), crop)
 
 
 def to_numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:

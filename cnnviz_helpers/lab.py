@@ -144,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if not a.no_prepare:
-        from .cli import prepare
+        from .prepare import prepare
 
         why = io.StringIO()
         if prepare(err=why) != 0:  # one line: why, and that the lab opens all the same

@@ -24,7 +24,7 @@ Introduced in lesson 08; used by lessons 09-12.
 from __future__ import annotations
 
 import numbers
-from typing import Sequence
+
 
 import numpy as np
 import torch

@@ -80,9 +80,9 @@ class PhotoSet(torch.utils.data.Dataset):
 
     def decode(self, i: int) -> torch.Tensor:
         """Decode photo ``i`` from its JPEG file: ``(3,S,S)`` uint8."""
-        from ..images import center_crop, load_image, resize_short_side
+        from ..images import load_cropped
 
-        return _to_uint8(center_crop(resize_short_side(load_image(self.paths[i]), self.resize), self.size)[0])
+        return _to_uint8(load_cropped(self.paths[i], self.resize, self.size)[0])
 
     def image(self, i: int) -> torch.Tensor:
         """Photo ``i`` as ``(1,3,S,S)`` float in [0,1] (from the decoded tensor, in memory or in the
