@@ -11,7 +11,18 @@ only from its own layer or those above it:
 1. ``hooks/``: the only place that registers hooks (``capture``, ``relu_rule``)
 2. ``images``, ``data``, ``models``, ``layers``, ``receptive``
 3. ``attribution/``, ``dataset/``, ``stages``, ``objectives``, ``params``, ``transforms``, ``optimize``
-4. ``plotting``, ``widgets``, ``cli``, ``lab``, ``exercises/``
+4. ``plotting``, ``widgets``, ``cli``, ``prepare``, ``lab``, ``student``, ``exercises/``, ``glue``
+
+One word, one meaning, everywhere:
+
+- *unit* (neuron): one number of a layer's output, channel ``k`` at position ``(i, j)``;
+  without a position, the centre unit ``(H//2, W//2)`` (``attribution.Neuron``,
+  ``objectives.neuron``).
+- *channel*: the whole map of channel ``k``, scored by its mean over positions
+  (``attribution.Channel``, ``objectives.channel``).
+- *position*: ``(row, column)`` in a feature map; a *layer* is an alias or a dotted name.
+- ``reduction``: how positions or images are combined (``"mean"``, ``"max"``, ``"sum"``).
+- ``size``: pixels (an image's side, a widget's width); figure panels are ``inches``.
 
     >>> from cnnviz_helpers import load_model, load_image, capture
     >>> model = load_model()                        # EfficientNet-Lite0, offline

@@ -23,6 +23,17 @@ def _plt():
     return plt
 
 
+def _inches(inches: float, size: float | None) -> float:
+    """A panel's side in inches; ``size=`` is its deprecated old name (``size`` means pixels in the course)."""
+    if size is None:
+        return inches
+    import warnings
+
+    warnings.warn("the panel side is inches= (size= means pixels elsewhere in the course)", DeprecationWarning,
+                  stacklevel=3)
+    return size
+
+
 def normalize_map(m: torch.Tensor | np.ndarray, *, symmetric: bool = False) -> np.ndarray:
     """For display only: a map scaled to [0,1] (``symmetric``: to [-1,1] around 0, keeping zero at 0)."""
     a = m.detach().float().cpu().numpy() if isinstance(m, torch.Tensor) else np.asarray(m, dtype=np.float32)
@@ -51,7 +62,8 @@ def image_grid(
     *,
     titles: Sequence[str] | None = None,
     ncols: int | None = None,
-    size: float = 2.0,
+    inches: float = 2.0,
+    size: float | None = None,
     suptitle: str | None = None,
     cmap: str | None = None,
     row_labels: Sequence[str] | None = None,
@@ -68,7 +80,9 @@ def image_grid(
         raise ValueError("image_grid needs at least one image")
     ncols = ncols or math.ceil(math.sqrt(n))
     nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + (0.4 if suptitle else 0)), squeeze=False)
+    inches = _inches(inches, size)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(inches * ncols, inches * nrows + (0.4 if suptitle else 0)),
+                             squeeze=False)
     for k, ax in enumerate(axes.flat):
         ax.set_axis_off()
         if k >= n:
@@ -101,7 +115,8 @@ def channel_grid(
     channels: Sequence[int] | None = None,
     *,
     ncols: int = 8,
-    size: float = 1.4,
+    inches: float = 1.4,
+    size: float | None = None,
     cmap: str = "viridis",
     suptitle: str | None = None,
     shared_scale: bool = False,
@@ -125,7 +140,9 @@ def channel_grid(
     if bad:
         raise IndexError(f"channel(s) {bad} out of range: this layer has channels 0..{C - 1}")
     nrows = math.ceil(len(channels) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + (0.5 if suptitle else 0)), squeeze=False)
+    inches = _inches(inches, size)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(inches * ncols, inches * nrows + (0.5 if suptitle else 0)),
+                             squeeze=False)
     vmin, vmax = (float(a[channels].min()), float(a[channels].max())) if shared_scale else (None, None)
     for k, ax in enumerate(axes.flat):
         ax.set_axis_off()

@@ -13,7 +13,7 @@ from torch import nn
 
 from cnnviz_helpers import attribution as A
 from cnnviz_helpers import load_model
-from cnnviz_helpers.hooks import LayerNotCalledError, count_hooks
+from cnnviz_helpers.hooks import LayerNotCalledError, capture, count_hooks
 from cnnviz_helpers.layers import resolve_layer
 from cnnviz_helpers.models import CourseModel
 from support import CATEGORIES, tiny_input, tiny_model
@@ -180,10 +180,17 @@ def test_neuron_gradient_equals_captum():
     ref = captum_attr.NeuronGradient(mm, mm.net.features[3]).attribute(x.clone(), neuron_selector=(4, 3, 7))
     close(ours, ref)
     assert float(ours.abs().max()) > 0
-    ours = A.gradient(m, x, A.Neuron("conv2", 4))  # the whole channel
+    ours = A.gradient(m, x, A.Channel("conv2", 4))  # the whole channel: the mean of its map
     ref = captum_attr.NeuronGradient(mm, mm.net.features[3]).attribute(
-        x.clone(), neuron_selector=lambda out: out[:, 4].sum((1, 2)))
+        x.clone(), neuron_selector=lambda out: out[:, 4].mean((1, 2)))
     close(ours, ref)
+    with capture(m, ["conv2"]) as rec, torch.no_grad():
+        m(x)
+    ch, cw = rec["conv2"].shape[-2:]
+    centre = A.gradient(m, x, A.Neuron("conv2", 4))  # no position: the centre unit, as objectives.neuron
+    close(centre, A.gradient(m, x, A.Neuron("conv2", 4, (ch // 2, cw // 2))))
+    with pytest.raises(ValueError, match="has no position"):
+        A.Channel("conv2", 4, (1, 1))
 
 
 @pytest.mark.parametrize("rule", ["guided", "deconvnet"])

@@ -182,8 +182,8 @@ def test_activations_equal_an_independent_forward():
     torch.testing.assert_close(full["conv1"], ref["conv1"])
     torch.testing.assert_close(full["relu2"], ref["relu2"])
     torch.testing.assert_close(full["fc"], ref["fc"])
-    mx = activations(m, "relu2", x, reduce="max", progress=False)["relu2"]
-    mean = activations(m, "relu2", x, reduce="mean", dtype=torch.float16, progress=False)["relu2"]
+    mx = activations(m, "relu2", x, reduction="max", progress=False)["relu2"]
+    mean = activations(m, "relu2", x, reduction="mean", dtype=torch.float16, progress=False)["relu2"]
     torch.testing.assert_close(mx, ref["relu2"].amax((2, 3)))
     assert mean.dtype == torch.float16
     torch.testing.assert_close(mean.float(), ref["relu2"].mean((2, 3)), atol=2e-3, rtol=2e-3)
@@ -218,8 +218,13 @@ def test_other_in_place_changes_are_refused():
 
 def test_activations_errors(monkeypatch):
     m, x = tiny_model(), tiny_input(n=2)
-    with pytest.raises(ValueError, match=r"unknown reduce 'median': choose one of None, 'max', 'mean'"):
-        activations(m, "conv1", x, reduce="median")
+    with pytest.raises(ValueError, match=r"unknown reduction 'median': choose one of None, 'max', 'mean'"):
+        activations(m, "conv1", x, reduction="median")
+    with pytest.deprecated_call(match="reduction="):  # the old name still works, with a warning
+        old = activations(m, "conv1", x, reduce="max", cache=False, progress=False)["conv1"]
+    torch.testing.assert_close(old, activations(m, "conv1", x, reduction="max", cache=False, progress=False)["conv1"])
+    with pytest.raises(TypeError, match="not both"):
+        activations(m, "conv1", x, reduce="max", reduction="max")
     with pytest.raises(TypeError, match=r"dtype must be a floating torch.dtype"):
         activations(m, "conv1", x, dtype=torch.int64)
     monkeypatch.setattr(D.passes, "_MAX_BYTES", 1000)
@@ -233,7 +238,7 @@ def test_activations_errors(monkeypatch):
 def test_second_pass_is_served_from_the_cache(runs_cache, monkeypatch):
     m, x = tiny_model(), tiny_input(n=6)
     first = top_activations(m, ["conv1", "conv2"], x, k=3, progress=False)
-    acts = activations(m, "conv2", x, reduce="max", progress=False)
+    acts = activations(m, "conv2", x, reduction="max", progress=False)
     files = sorted(p.name for p in runs_cache.rglob("*.pt"))
     assert len(files) == 3 and all(f.startswith("tiny-net.features.") for f in files)
 
@@ -245,7 +250,7 @@ def test_second_pass_is_served_from_the_cache(runs_cache, monkeypatch):
     h = m.net.register_forward_pre_hook(lambda mod, inp: calls.append(1))
     try:  # a cached call runs no forward pass at all (not even to trace receptive fields)
         again = top_activations(m, ["conv2", "conv1"], x, k=3, progress=False)
-        cached_acts = activations(m, "conv2", x, reduce="max", progress=False)["conv2"]
+        cached_acts = activations(m, "conv2", x, reduction="max", progress=False)["conv2"]
     finally:
         h.remove()
     assert calls == []
@@ -258,7 +263,7 @@ def test_second_pass_is_served_from_the_cache(runs_cache, monkeypatch):
     for call in (lambda: top_activations(m, "conv1", x, k=2, progress=False),
                  lambda: top_activations(m, "conv1", tiny_input(seed=9, n=6), k=3, progress=False),
                  lambda: top_activations(tiny_model(seed=3), "conv1", x, k=3, progress=False),
-                 lambda: activations(m, "conv2", x, reduce="mean", progress=False)):
+                 lambda: activations(m, "conv2", x, reduction="mean", progress=False)):
         with pytest.raises(AssertionError, match="the pass ran again"):
             call()
 

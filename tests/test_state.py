@@ -169,9 +169,9 @@ CASES.update({
     "top_activations": Case(lambda m, x: _ds().top_activations(m, ["conv1", "relu2", "fc"], x, k=1, cache=False,
                                                                progress=False),
                             bad=lambda m, x: _ds().top_activations(m, "conv1", x, k=0, cache=False)),
-    "activations": Case(lambda m, x: _ds().activations(m, ["conv1", "pool"], x, reduce="max", cache=False,
+    "activations": Case(lambda m, x: _ds().activations(m, ["conv1", "pool"], x, reduction="max", cache=False,
                                                        progress=False),
-                        bad=lambda m, x: _ds().activations(m, "conv1", x, reduce="median", cache=False)),
+                        bad=lambda m, x: _ds().activations(m, "conv1", x, reduction="median", cache=False)),
     "model_fingerprint": Case(lambda m, x: _ds().model_fingerprint(m), forward=False),
 })
 

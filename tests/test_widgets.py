@@ -50,3 +50,20 @@ def test_a_failing_render_hides_the_bar_and_raises():
 def test_computing_must_name_controls():
     with pytest.raises(ValueError, match=r"computing names \['step'\].*its controls: steps"):
         widgets.Explorer(lambda steps: np.zeros((2, 2)), computing=["step"], steps=widgets.int_slider(1, 5, 1))
+
+
+def test_figure_panels_are_inches_and_size_is_the_deprecated_old_name():
+    import matplotlib.pyplot as plt
+    import torch
+
+    from cnnviz_helpers.plotting import channel_grid, image_grid
+
+    imgs = torch.rand(2, 3, 8, 8)
+    fig = image_grid(imgs, ncols=2, inches=1.5)
+    assert tuple(fig.get_size_inches()) == (3.0, 1.5)
+    with pytest.deprecated_call(match="inches="):
+        old = image_grid(imgs, ncols=2, size=1.5)
+    assert tuple(old.get_size_inches()) == (3.0, 1.5)
+    with pytest.deprecated_call(match="inches="):
+        channel_grid(torch.rand(1, 4, 5, 5), ncols=2, size=1.0)
+    plt.close("all")

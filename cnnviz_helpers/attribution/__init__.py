@@ -8,7 +8,8 @@ input's device, never min-max normalized (plotting does that for display).
   classes for every patch position in batched passes (lesson 04).
 - ``gradient``, ``saliency``, ``input_x_gradient``, ``smoothgrad``: the
   gradient of a score with respect to the input pixels (lesson 05);
-  ``Neuron(layer, channel, position)`` makes the score one unit of a feature map.
+  ``Neuron(layer, channel, position)`` makes the score one unit of a feature map,
+  ``Channel(layer, channel)`` the mean of one channel's map.
 - ``guided_backprop``, ``deconvnet``: the same backward pass with the ReLU
   rule changed (``gradient(..., rule=...)``, lesson 06).
 - ``cam``, ``gradcam``, ``guided_gradcam``: class activation maps (lesson 07).
@@ -39,9 +40,10 @@ from .faithfulness import FaithfulnessCurves, _blur, deletion_insertion
 from .gradients import deconvnet, gradient, guided_backprop, input_x_gradient, saliency, saliency_map, smoothgrad
 from .occlusion import OCCLUSION_METHODS, OcclusionResult, best_batch_size, occlusion, occlusion_positions
 from .sanity import cascading_randomization, rank_correlation
-from .targets import Neuron, Target, class_scores
+from .targets import Channel, Neuron, Target, class_scores
 
 __all__ = [
+    "Channel",
     "Neuron",
     "Target",
     "OcclusionResult",

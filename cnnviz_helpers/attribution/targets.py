@@ -16,15 +16,16 @@ from ..hooks import frozen
 from ..images import check_image
 from .._util import device_of
 
-__all__ = ["Neuron", "Target", "class_scores"]
+__all__ = ["Channel", "Neuron", "Target", "class_scores"]
 
 
 @dataclass(frozen=True)
 class Neuron:
     """The score of one unit of a feature map: ``act[n, channel, i, j]`` of ``layer``'s output.
 
-    ``position=(i, j)`` picks one unit (row i, column j of the map);
-    ``position=None`` sums the whole channel (its "total activation").
+    ``position=(i, j)`` picks one unit (row i, column j of the map); ``position=None`` is the
+    unit at the centre, ``(H//2, W//2)``, as in ``objectives.neuron``. A whole channel's score
+    is ``Channel(layer, channel)``, the mean of its map.
     ``at="input"`` reads the layer's input instead of its output.
 
     >>> gradient(model, x, Neuron("block4", channel=12, position=(7, 3)))
@@ -46,6 +47,21 @@ class Neuron:
                 raise ValueError(f"Neuron.position must be None or (row, column) integers >= 0, got {p!r}")
             object.__setattr__(self, "position", (int(p[0]), int(p[1])))
         _check_at(self.at, "Neuron.at")
+
+
+@dataclass(frozen=True)
+class Channel(Neuron):
+    """The score of a whole channel: the mean of ``act[n, channel]`` over its positions (what
+    ``objectives.channel`` maximizes). ``at="input"`` reads the layer's input.
+
+    >>> gradient(model, x, Channel("block4", 12))
+    """
+
+    def __post_init__(self) -> None:
+        if self.position is not None:
+            raise ValueError(f"a Channel is the whole map and has no position, got {self.position!r}: "
+                             f"use Neuron(layer, channel, (i, j)) for one unit")
+        super().__post_init__()
 
 
 Target = Union[int, str, Sequence[Union[int, str]], torch.Tensor, Neuron, Callable[[torch.Tensor], torch.Tensor]]
@@ -114,9 +130,9 @@ def _select(target, classes: torch.Tensor | None, logits: torch.Tensor, acts: di
         if a.dim() != 4:
             raise ValueError(f"Neuron needs a feature map (N,C,H,W) at layer {target.layer!r}, got shape {tuple(a.shape)}")
         check_index(target.channel, a.shape[1], "channel", where=f"layer {target.layer!r} has channels")
-        if target.position is None:
-            return a[:, target.channel].sum((1, 2))
-        i, j = target.position
+        if isinstance(target, Channel):
+            return a[:, target.channel].mean((1, 2))
+        i, j = target.position if target.position is not None else (a.shape[2] // 2, a.shape[3] // 2)
         if i >= a.shape[2] or j >= a.shape[3]:
             raise IndexError(f"position {(i, j)} is outside the {a.shape[2]}x{a.shape[3]} map of layer {target.layer!r}: "
                              f"rows 0..{a.shape[2] - 1}, columns 0..{a.shape[3] - 1}")

@@ -10,7 +10,7 @@
   updated batch by batch: O(k) memory per unit, whatever the number of photos.
 - ``top_activations(model, layers, photos, k=9)``: one pass for several layers;
   each ``TopK`` maps a position to its receptive field and crops the patches.
-- ``activations(model, layers, photos, reduce=None)``: a layer's outputs for
+- ``activations(model, layers, photos, reduction=None)``: a layer's outputs for
   every photo (embeddings, dissection masks).
 - ``runs_dir()``: where results are cached: ``$CNNVIZ_CACHE`` or
   ``~/.cache/cnnviz-runs``, created on first write, separate from the course

@@ -168,26 +168,35 @@ def activations(
     layers: str | Sequence[str],
     photos: PhotoSet | TensorImages | torch.Tensor | None = None,
     *,
-    reduce: str | None = None,
+    reduction: str | None = None,
     dtype: torch.dtype = torch.float32,
     batch_size: int | None = None,
     workers: int | None = None,
     cache: bool = True,
     progress: bool = True,
+    reduce: str | None = None,
 ) -> dict[str, torch.Tensor]:
     """The outputs of each layer for every photo, in one pass: ``{layer: (N, C, H, W) or (N, C)}`` on the CPU.
 
-    ``reduce``: ``None`` (keep the maps), ``"max"`` or ``"mean"`` over positions
+    ``reduction``: ``None`` (keep the maps), ``"max"`` or ``"mean"`` over positions
     (``(N, C)``: e.g. ``"mean"`` of the last conv block is the pooled embedding).
     ``dtype``: storage type (``torch.float16`` halves memory). Refuses, before
     the pass, a result larger than 4 GiB. Photos, cache and ``batch_size`` as in
-    ``top_activations``.
+    ``top_activations``. (``reduce=`` is the old name of ``reduction``: deprecated.)
 
     >>> emb = activations(model, "pool", photos)["pool"].flatten(1)   # (N, 1280)
     """
+    if reduce is not None:
+        import warnings
+
+        if reduction is not None:
+            raise TypeError("give reduction= only (reduce= is its deprecated old name), not both")
+        warnings.warn("activations(reduce=...) is deprecated: the course's word is reduction=", DeprecationWarning,
+                      stacklevel=2)
+        reduction = reduce
+    reduce = check_choice(reduction, REDUCTIONS, "reduction")
     resolved = resolve_layers(model, layers)
     names = list(resolved)
-    check_choice(reduce, REDUCTIONS, "reduce")
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating torch.dtype (torch.float32, torch.float16), got {dtype!r}")
     src = _source(photos) if photos is not None else PhotoSet(size=getattr(model, "input_size", 224))
@@ -217,7 +226,7 @@ def _collect(model: nn.Module, todo: list[str], src, reduce: str | None, dtype: 
     if total > _MAX_BYTES:
         big = ", ".join(f"{n} {out_shapes[n]}" for n in todo)
         raise ValueError(f"the activations of {n_img} photos would take {total / 2**30:.1f} GiB ({big} per photo), "
-                         f"above the 4 GiB limit: use reduce='max'/'mean', dtype=torch.float16 or fewer photos")
+                         f"above the 4 GiB limit: use reduction='max'/'mean', dtype=torch.float16 or fewer photos")
     store = {n: torch.empty((n_img, *out_shapes[n]), dtype=dtype) for n in todo}
 
     def consume(start: int, acts: dict[str, torch.Tensor]) -> None:
