@@ -92,8 +92,8 @@ class Explorer:
     ``computing``: the names of the controls whose change makes ``render`` compute
     (optimize, occlude ...) rather than draw from a cache. They update when released,
     not on every step of a drag (``continuous_update=False``), and while ``render``
-    runs the explorer says "computing..." and shows ``explorer.progress``, a bar that
-    ``render`` may advance with ``explorer.step(done, total)``. Controls that only
+    runs the explorer says "computing..."; a ``render`` that calls
+    ``explorer.step(done, total)`` also gets a progress bar (``explorer.progress``). Controls that only
     redraw from a cache stay continuous.
     """
 
@@ -132,6 +132,7 @@ class Explorer:
 
     def step(self, done: int, total: int) -> None:
         """Advance the progress bar while ``render`` computes (``done`` of ``total``)."""
+        self.progress.layout.visibility = "visible"
         self.progress.value = min(1.0, done / total) if total else 1.0
 
     def values(self) -> dict[str, Any]:
@@ -148,8 +149,7 @@ class Explorer:
         values = self.values()
         if computing:
             self.status.value = "<small>computing...</small>"
-            self.progress.value = 0
-            self.progress.layout.visibility = "visible"
+            self.progress.value = 0  # shown by the first step(): a render that reports nothing shows no bar
         try:
             out = self.render(**values)
             if self.caption is not None:
