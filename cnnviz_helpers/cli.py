@@ -81,9 +81,13 @@ def classify(paths: Sequence[str], model_name: str = "efficientnet_lite0", top: 
     from .images import ImageLoadError, load_cropped
     from .models import load_model
 
-    for what, v in (("--top", top), ("--batch", batch)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise SystemExit(f"{what} must be at least 1, got {v!r}")
+    from ._checks import check_int
+
+    try:
+        for what, v in (("--top", top), ("--batch", batch)):
+            check_int(v, what, lo=1, must="at least 1")
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
     model = load_model(model_name)
     failed = 0
     pending: list[tuple[str, torch.Tensor]] = []

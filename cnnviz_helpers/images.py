@@ -130,8 +130,7 @@ def load_image(src: Any, *, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
 
 
 def _check_max_pixels(max_pixels: int) -> None:
-    if isinstance(max_pixels, bool) or not isinstance(max_pixels, numbers.Integral) or max_pixels < MIN_SIDE ** 2:
-        raise ValueError(f"max_pixels must be an integer >= {MIN_SIDE * MIN_SIDE}, got {max_pixels!r}")
+    _checks.check_int(max_pixels, "max_pixels", lo=MIN_SIDE * MIN_SIDE)
     guard = Image.MAX_IMAGE_PIXELS
     if guard is not None and max_pixels > guard:
         raise ValueError(
@@ -242,8 +241,7 @@ def _resize(x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
 def resize_short_side(x: torch.Tensor, size: int) -> torch.Tensor:
     """Resize ``(N,3,H,W)`` (or ``(3,H,W)``) in [0,1] so that its shorter side is ``size``, keeping its aspect."""
     x4 = _checks.check_image(x, "resize_short_side's x")
-    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
-        raise ValueError(f"resize_short_side's size must be an integer side >= 1, got {size!r}")
+    _checks.check_int(size, "resize_short_side's size", lo=1, must="an integer side >= 1")
     h, w = x4.shape[-2:]
     if h <= w:
         nh, nw = size, max(1, round(w * size / h))

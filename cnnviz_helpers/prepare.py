@@ -57,8 +57,12 @@ def prepare(size: int = 224, out=sys.stdout, err=sys.stderr) -> int:
     """
     from .dataset import PhotoSet
 
-    if isinstance(size, bool) or not isinstance(size, int) or size < 8:
-        print(f"error: --size must be an integer >= 8 (pixels), got {size!r}", file=err)
+    from ._checks import check_int
+
+    try:
+        check_int(size, "--size", lo=8, must="an integer >= 8 (pixels)")
+    except ValueError as e:
+        print(f"error: {e}", file=err)
         return 2
     t = time.perf_counter()
     problem = fetch_course_images()

@@ -2,18 +2,16 @@
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 
+from .._checks import check_number
 from .._util import gaussian_blur
 from .base import Context, Objective, _fmt, _mean_per_image
 
 
 def _check_positive(v, what: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v <= 0:
-        raise ValueError(f"{what} must be a positive number, got {v!r}")
-    return float(v)
+    return check_number(v, what, above=0, must="a positive number")
 
 
 def l2(center: float = 0.5) -> Objective:
