@@ -7,7 +7,6 @@ plotting. Introduced in lesson 03.
 """
 from __future__ import annotations
 
-import numbers
 import os
 import struct
 from pathlib import Path
@@ -228,10 +227,7 @@ def resize(x: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
 
 
 def _size_pair(size, what: str) -> tuple[int, int]:
-    hw = (size, size) if isinstance(size, numbers.Integral) else tuple(size) if isinstance(size, (tuple, list)) else ()
-    if len(hw) != 2 or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in hw):
-        raise ValueError(f"{what} must be a side >= 1 or an (H, W) pair of them, got {size!r}")
-    return int(hw[0]), int(hw[1])
+    return _checks.check_size(size, what)
 
 
 def _resize(x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:

@@ -29,7 +29,7 @@ import numbers
 import numpy as np
 import torch
 
-from ._checks import check_int, check_number
+from ._checks import check_int, check_number, check_size
 
 __all__ = [
     "Param",
@@ -52,12 +52,7 @@ COLOR_CORRELATION = torch.from_numpy(_SVD_SQRT / np.max(np.linalg.norm(_SVD_SQRT
 
 
 def _size(size) -> tuple[int, int]:
-    if isinstance(size, numbers.Integral) and not isinstance(size, bool):
-        size = (int(size), int(size))
-    if not (isinstance(size, (tuple, list)) and len(size) == 2
-            and all(isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in size)):
-        raise TypeError(f"size must be an int or (H, W), got {size!r}")
-    h, w = int(size[0]), int(size[1])
+    h, w = check_size(size, "size")
     if h < 8 or w < 8:
         raise ValueError(f"image size {h}x{w} is too small: both sides must be >= 8")
     return h, w
