@@ -6,7 +6,7 @@
 # and:
 #   make student  the student copies of the lessons (solutions replaced by stubs) into student/
 # and:
-#   make book   build the website into _build/site (offline, lessons executed in quick mode)
+#   make book   build the website into _build/site (offline, lessons executed in full mode; BOOK_QUICK=1: quick)
 #   make doctor check models, devices and the image cache
 #   make bench  run the benchmarks
 
@@ -65,8 +65,12 @@ $(MATHJAX):
 	cd .cache/mathjax && npm pack --silent mathjax@3.2.2 >/dev/null && tar xzf mathjax-3.2.2.tgz package/es5
 	rm -rf notebooks/_vendor/mathjax && mv .cache/mathjax/package/es5 notebooks/_vendor/mathjax
 
+# The website is the course for its readers: every lesson executed in full mode (its full-mode photos,
+# steps and sizes; about 16 minutes on 2 cores), so the figures are the ones the prose describes.
+# BOOK_QUICK=1 builds a quick-mode draft.
+BOOK_QUICK ?= 0
 book: $(STAMP) $(MATHJAX)
-	CNNVIZ_QUICK=1 $(BIN)/jupyter-book build notebooks --config $(CURDIR)/book.yml --toc $(CURDIR)/_toc.yml \
+	CNNVIZ_QUICK=$(BOOK_QUICK) $(BIN)/jupyter-book build notebooks --config $(CURDIR)/book.yml --toc $(CURDIR)/_toc.yml \
 		-W --all --path-output _build/site
 
 doctor: $(STAMP)

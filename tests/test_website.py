@@ -1,4 +1,4 @@
-"""The Jupyter Book website: builds offline with warnings as errors (lessons executed in quick mode),
+"""The Jupyter Book website: builds offline with warnings as errors (lessons executed in full mode),
 every page of the table of contents exists, nothing is loaded from a CDN, and in a real browser every
 lesson page loads with its figures and no missing local resource."""
 from __future__ import annotations
@@ -28,9 +28,9 @@ def toc_files() -> list[str]:
 
 @pytest.fixture(scope="session")
 def site() -> Path:
-    """Build the website once per session with `make book` (the README's command)."""
+    """Build the website once per session with `make book` (the README's command): full mode."""
     if os.environ.get("CNNVIZ_SITE_PREBUILT") != "1":
-        env = dict(os.environ, CNNVIZ_QUICK="1")
+        env = {k: v for k, v in os.environ.items() if k not in ("CNNVIZ_QUICK", "BOOK_QUICK")}
         log = artifacts("book") / "build.log"
         with open(log, "wb") as fh:
             r = subprocess.run(["make", "-s", "book", f"BIN={Path(sys.executable).parent}"], cwd=ROOT, env=env,
@@ -44,6 +44,12 @@ def test_toc_lists_every_lesson_in_order():
     lessons = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.md"))
     listed = [f for f in toc_files() if re.match(r"\d\d_", f)]
     assert listed == lessons, f"_toc.yml lists {listed}, notebooks/ has {lessons}"
+
+
+def test_the_website_shows_the_full_course(site):
+    """Every lesson page was executed in full mode: its first cell printed `quick mode: False`."""
+    quick = [f for f in toc_files() if re.match(r"\d\d_", f) and "quick mode: False" not in (site / f"{f}.html").read_text()]
+    assert not quick, f"pages not executed in full mode (or not saying so): {quick}"
 
 
 def test_every_page_exists(site):
