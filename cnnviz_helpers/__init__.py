@@ -9,7 +9,7 @@ only from its own layer or those above it:
 
 0. ``config``, ``labels``, ``_checks``, ``_util``, ``_names``: foundations
 1. ``hooks/``: the only place that registers hooks (``capture``, ``relu_rule``)
-2. ``images``, ``data``, ``models``, ``layers``, ``receptive``
+2. ``images``, ``data``, ``models``, ``lesson``, ``layers``, ``receptive``
 3. ``attribution/``, ``dataset/``, ``stages``, ``objectives``, ``params``, ``transforms``, ``optimize``
 4. ``plotting``, ``widgets``, ``cli``, ``prepare``, ``lab``, ``student``, ``exercises/``, ``glue``
 
@@ -36,13 +36,14 @@ from .hooks import ModelSnapshot, capture, count_hooks, frozen, relu_rule
 from .images import center_crop, load_image, resize, resize_short_side, to_numpy
 from .layers import list_layers, receptive_field, resolve_layer
 from .models import MODEL_NAMES, CourseModel, WeightsUnavailableError, default_device, load_model
+from .lesson import course_model, trained
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CourseModel", "ImageNetSamples", "MODEL_NAMES", "ModelSnapshot", "WeightsUnavailableError",
-    "capture", "center_crop", "class_index", "count_hooks", "data_dir", "default_device", "fetch",
+    "capture", "center_crop", "class_index", "count_hooks", "course_model", "data_dir", "default_device", "fetch",
     "frozen", "list_layers", "load_image", "load_model", "pick", "quick_mode", "receptive_field",
     "relu_rule", "resize", "resize_short_side", "resolve_layer", "sample_path", "sample_paths",
-    "style_path", "to_numpy",
+    "style_path", "to_numpy", "trained",
 ]

@@ -4,7 +4,28 @@ from __future__ import annotations
 
 from torch import nn
 
-__all__ = ["effnet_aliases", "lecture_aliases"]
+__all__ = ["STAGES", "effnet_aliases", "lecture_aliases", "stage_aliases"]
+
+#: The portable stage names: the same idea on every course model (``stage_aliases`` maps them).
+#: ``first_conv``: the first convolution (its output, before the activation);
+#: ``early`` .. ``late``: five feature maps from shallow to deep; ``last_conv``: the last
+#: feature map before the global pooling (Grad-CAM's layer); ``embedding``: the penultimate
+#: representation (what lesson 09 inverts, lesson 13 compares); ``logits``: the class scores.
+STAGES = ("first_conv", "early", "early_mid", "mid", "mid_late", "late", "last_conv", "embedding", "logits")
+
+# model -> the alias (or dotted name) each stage stands for. Lecture aliases where the lecture has
+# a name for the layer (AlexNet ``relu5``, VGG ``relu5_3``, GoogLeNet ``inception4e``).
+_STAGE_TABLE = {
+    "efficientnet": ("stem", "block2", "block3", "block4", "block5", "block6", "head", "pool", "fc"),
+    "alexnet": ("conv1", "relu2", "relu3", "relu4", "relu5", "relu5", "relu5", "relu7", "fc8"),
+    "vgg": ("conv1_1", "relu2_*", "relu3_*", "relu4_*", "relu5_1", "relu5_*", "relu5_*", "relu7", "fc8"),  # *: last of the block
+    "googlenet": ("conv1", "inception3a", "inception3b", "inception4b", "inception4d", "inception4e",
+                  "inception5b", "pool5", "fc"),
+    "resnet18": ("conv1", "layer1", "layer2", "net.layer3.0", "layer3", "net.layer4.0", "layer4", "pool5", "fc"),
+    # SqueezeNet has no pooled embedding: its classifier is a 1x1 convolution on the fire9 maps,
+    # so its embedding is the fire9 map itself; its logits are the pooled class maps.
+    "squeezenet1_1": ("conv1", "fire3", "fire5", "fire6", "fire7", "fire8", "fire9", "fire9", "pool10"),
+}
 
 
 def effnet_aliases(net: nn.Module) -> dict[str, str]:
@@ -101,3 +122,25 @@ def lecture_aliases(name: str, net: nn.Module) -> dict[str, str]:
     if name not in table:
         raise ValueError(f"no lecture aliases for {name!r}; models with aliases: {', '.join(table)}")
     return table[name]()
+
+
+def stage_aliases(name: str, aliases: dict[str, str]) -> dict[str, str]:
+    """The portable stage names (``STAGES``) of course model ``name`` as dotted names, given its aliases.
+
+    >>> stage_aliases("alexnet", lecture_aliases("alexnet", net))["last_conv"]   # 'net.features.11' (relu5)
+    """
+    if name.startswith("efficientnet"):
+        key = "efficientnet"
+    elif name.startswith("vgg"):
+        key = "vgg"
+    else:
+        key = name
+    if key not in _STAGE_TABLE:
+        raise ValueError(f"no stage names for {name!r}; models with stage names: {', '.join(_STAGE_TABLE)}")
+    out = {}
+    for stage, target in zip(STAGES, _STAGE_TABLE[key]):
+        if target.endswith("_*"):  # VGG: the last ReLU of a block (relu3_3 on VGG16, relu3_4 on VGG19)
+            block = target[:-1]
+            target = max((a for a in aliases if a.startswith(block)), key=lambda a: int(a[len(block):]))
+        out[stage] = aliases.get(target, target)
+    return out

@@ -123,6 +123,22 @@ def classify(paths: Sequence[str], model_name: str = "efficientnet_lite0", top: 
     return 1 if failed else 0
 
 
+def download_weights(names: Sequence[str], out=sys.stdout) -> int:
+    """Fetch the pretrained weights of lecture models into torch's cache; 0 when all are there."""
+    from .models import WeightsUnavailableError, load_model, weights_file
+
+    failed = 0
+    for name in names:
+        _, path = weights_file(name)
+        try:
+            load_model(name, device="cpu")
+            print(f"{name}: ready ({path})", file=out)
+        except WeightsUnavailableError as e:
+            failed += 1
+            print(f"{name}: FAILED: {e}", file=out)
+    return 1 if failed else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["lab"]:  # its options, and jupyter lab's, are parsed by lab.main
@@ -133,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .student import main as student_main
 
         return student_main(argv[1:])
-    from .models import MODEL_NAMES
+    from .models import LECTURE_MODELS, MODEL_NAMES
 
     ap = argparse.ArgumentParser(prog="python -m cnnviz_helpers", description="cnnviz course helpers")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -146,6 +162,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     c.add_argument("--model", default="efficientnet_lite0", choices=MODEL_NAMES)
     c.add_argument("--top", type=int, default=5)
     c.add_argument("--batch", type=int, default=16)
+    w = sub.add_parser("weights", help="download lecture models' pretrained weights once into torch's cache "
+                       "(then CNNVIZ_MODEL=<name> runs every lesson on them, offline)")
+    w.add_argument("models", nargs="+", choices=LECTURE_MODELS, metavar="MODEL", help="lecture model names: %(choices)s")
     sub.add_parser("student", add_help=False, help="write the student copies of the lessons into student/ "
                    "(solutions replaced by stubs; `student --help` for its options)")
     sub.add_parser("lab", add_help=False, help="open the course in JupyterLab (what `make lab` runs; "
@@ -155,6 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return doctor()
     if a.cmd == "prepare":
         return prepare(a.size)
+    if a.cmd == "weights":
+        return download_weights(a.models)
     return classify(a.images, a.model, a.top, a.batch)
 
 

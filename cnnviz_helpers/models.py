@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .aliases import effnet_aliases, lecture_aliases
+from .aliases import effnet_aliases, lecture_aliases, stage_aliases
 from .labels import imagenet_categories
 
 __all__ = [
@@ -212,6 +212,7 @@ def _load_effnet(name: str, pretrained: bool) -> CourseModel:
     else:
         net = EfficientNet.from_name(eff_name)
     aliases = effnet_aliases(net)
+    aliases.update(stage_aliases(name, aliases))
     return CourseModel(
         name, net, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), input_size=crop, resize_size=resize,
         categories=imagenet_categories(), aliases=aliases, penultimate="net._avg_pooling",
@@ -273,7 +274,10 @@ def _load_torchvision(name: str, pretrained: bool, progress: bool) -> CourseMode
         if name == "googlenet":
             state = {k: v for k, v in state.items() if not k.startswith("aux")}
         net.load_state_dict(state)
+    if name == "googlenet":
+        _relu_modules(net)
     aliases = lecture_aliases(name, net)
+    aliases.update(stage_aliases(name, aliases))
     tf = wenum.transforms()
     crop = int(tf.crop_size[0])
     resize = int(tf.resize_size[0])
@@ -282,6 +286,23 @@ def _load_torchvision(name: str, pretrained: bool, progress: bool) -> CourseMode
         categories=list(wenum.meta["categories"]), aliases=aliases, penultimate=pen,
         classifier=clf, pretrained=pretrained,
     )
+
+
+class _BasicConv2d(nn.Module):
+    """GoogLeNet's conv + BN + ReLU with the ReLU as a module (torchvision calls ``F.relu``), so that
+    guided backprop and deconvnet, which change the backward of ReLU modules, apply to it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.bn(self.conv(x)))
+
+
+def _relu_modules(net: nn.Module) -> None:
+    from torchvision.models.googlenet import BasicConv2d
+
+    for m in net.modules():
+        if isinstance(m, BasicConv2d):
+            m.relu = nn.ReLU()
+            m.forward = _BasicConv2d.forward.__get__(m)
 
 
 def _check_name(name: str) -> None:

@@ -143,6 +143,8 @@ CASES.update({
                                   bad=lambda m, x: _attr().occlusion(m, x, window=8, stride=4, method="fast")),
     "best_batch_size": Case(lambda m, x: _attr().best_batch_size(m, (32, 40), candidates=(1, 2), budget_images=2)),
     "cam": Case(lambda m, x: _attr().cam(m, x, 2), bad=lambda m, x: _attr().cam(m, x, 2, pool="conv2")),
+    "class_map": Case(lambda m, x: _attr().class_map(m, x, 2, layer="conv2"),
+                      bad=lambda m, x: _attr().class_map(m, x, 99, layer="conv2"), bad_exc=IndexError),
     "gradcam": Case(lambda m, x: _attr().gradcam(m, x, 2, "conv2"), bad=lambda m, x: _attr().gradcam(m, x, 2, "nope"),
                     bad_exc=KeyError),
     "gradcam/input": Case(lambda m, x: _attr().gradcam(m, x, 2, "pool", at="input")),
@@ -188,6 +190,12 @@ CASES.update({
     "chain_of": Case(lambda m, x: _stages().chain_of(m, x), bad=lambda m, x: _stages().chain_of(m, x[0])),
     "chain_of/fold": Case(lambda m, x: _stages().chain_of(m, x, fold=True)),
     "folded_copy": Case(lambda m, x: _stages().folded_copy(m, x), bad=lambda m, x: _stages().folded_copy(m, x[0])),
+})
+
+STATE_MODULES.append("cnnviz_helpers.lesson")
+CASES.update({
+    "trained": Case(lambda m, x: __import__("cnnviz_helpers.lesson").lesson.trained(m), forward=False,
+                    bad=lambda m, x: __import__("cnnviz_helpers.lesson").lesson.trained(m, only="vgg61")),
 })
 
 

@@ -12,7 +12,8 @@ input's device, never min-max normalized (plotting does that for display).
   ``Channel(layer, channel)`` the mean of one channel's map.
 - ``guided_backprop``, ``deconvnet``: the same backward pass with the ReLU
   rule changed (``gradient(..., rule=...)``, lesson 06).
-- ``cam``, ``gradcam``, ``guided_gradcam``: class activation maps (lesson 07).
+- ``cam``, ``gradcam``, ``guided_gradcam``: class activation maps (lesson 07); ``class_map``: CAM
+  where the head allows it, else Grad-CAM, saying so (every course model).
 - ``cascading_randomization``, ``rank_correlation``: the sanity checks of
   Adebayo et al. 2018; ``deletion_insertion``: faithfulness curves
   (Petsiuk et al. 2018).
@@ -35,7 +36,7 @@ The subpackage, one module per job: ``targets`` (what to explain), ``_engine``
 from __future__ import annotations
 
 from ._engine import functional_relus
-from .cam import cam, gradcam, guided_gradcam, upsample_map
+from .cam import cam, class_map, gradcam, guided_gradcam, upsample_map
 from .faithfulness import FaithfulnessCurves, _blur, deletion_insertion
 from .gradients import deconvnet, gradient, guided_backprop, input_x_gradient, saliency, saliency_map, smoothgrad
 from .occlusion import OCCLUSION_METHODS, OcclusionResult, best_batch_size, occlusion, occlusion_positions
@@ -60,6 +61,7 @@ __all__ = [
     "occlusion_positions",
     "best_batch_size",
     "cam",
+    "class_map",
     "gradcam",
     "guided_gradcam",
     "upsample_map",

@@ -94,6 +94,34 @@ def cam(
     return maps.to(x.device)
 
 
+def class_map(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: int | str | Sequence[int | str] | torch.Tensor,
+    *,
+    layer: str = "last_conv",
+) -> tuple[torch.Tensor, str]:
+    """CAM where the model's head allows it, else Grad-CAM at ``layer``, saying so: ``(maps, method)``.
+
+    CAM needs global average pooling followed by a linear classifier (Lite0, GoogLeNet,
+    ResNet18); AlexNet and VGG have fully connected layers after the last convolution and
+    SqueezeNet a convolutional classifier. On those, one printed sentence says why, and
+    Grad-CAM at ``layer`` (default the portable ``last_conv``), the method that generalizes
+    CAM, is used. ``method`` is ``"CAM"`` or ``"Grad-CAM at <layer>"``, for figure titles.
+
+    >>> maps, method = class_map(model, x, "tabby")     # (1, h, w), 'CAM' on Lite0
+    """
+    try:
+        _cam_head(model, None, None)
+    except ValueError as e:
+        name = getattr(model, "name", type(model).__name__)
+        reason = str(e).split(";")[1].strip() if ";" in str(e) else str(e)
+        print(f"CAM needs a global-average-pooling layer followed by a linear classifier, and {name} has none "
+              f"({reason.split('. CAM works')[0]}): using Grad-CAM at {layer!r}, which generalizes CAM to any head.")
+        return gradcam(model, x, target, layer), f"Grad-CAM at {layer}"
+    return cam(model, x, target), "CAM"
+
+
 def gradcam(
     model: nn.Module,
     x: torch.Tensor,
