@@ -41,11 +41,10 @@ def course_model(name: str | None = None, *, device: str | torch.device | None =
 
     >>> model = course_model()          # efficientnet_lite0 unless CNNVIZ_MODEL says otherwise
     """
+    env = os.environ.get(MODEL_ENV, "").strip()
     if name is None:
-        name = os.environ.get(MODEL_ENV, "").strip() or DEFAULT_MODEL
-        where = f"{MODEL_ENV}={name}"
-    else:
-        where = f"course_model({name!r})"
+        name = env or DEFAULT_MODEL
+    where = f"{MODEL_ENV}={name}" if env and name == env else f"model {name!r}"
     try:
         _check_name(name)
     except ValueError as e:
@@ -55,7 +54,15 @@ def course_model(name: str | None = None, *, device: str | torch.device | None =
     if weights == "untrained":
         model = load_model(name, weights=None, device=device)
         print(f"{name}, untrained ({WEIGHTS_ENV}=untrained): the code paths run, the behaviour checks are skipped")
-        return model
+    else:
+        model = _pretrained_or_default(name, device)
+    if model.name != DEFAULT_MODEL:
+        print(f"The prose of the lessons describes {DEFAULT_MODEL}'s figures; every figure and number below is "
+              f"computed on {model.name}.")
+    return model
+
+
+def _pretrained_or_default(name: str, device: str | torch.device | None) -> CourseModel:
     try:
         return load_model(name, device=device)
     except WeightsUnavailableError as e:
