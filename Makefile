@@ -1,7 +1,7 @@
 # cnnviz: the two commands of the README, each self-contained from a fresh clone.
 #   make lab    create .venv if missing, install, open JupyterLab on the course (lesson 03)
 #               headless or remote: make lab LAB_ARGS="--no-browser --port=8890", then open the URL it prints;
-#               another lesson: make lab LESSON=05
+#               another lesson: make lab LESSON=05; another model: CNNVIZ_MODEL=vgg16 make lab
 #   make test   create .venv if missing, install, run every test (units, notebooks, website, browser)
 # and:
 #   make student  the student copies of the lessons (solutions replaced by stubs) into student/
@@ -56,8 +56,10 @@ lab: $(STAMP)
 student: $(STAMP)
 	$(BIN)/python -m cnnviz_helpers student student --notebooks notebooks
 
+# The tests run on EfficientNet-Lite0 whatever CNNVIZ_MODEL says (tests/test_lessons_on_lecture_models.py
+# runs the lessons on untrained AlexNet and VGG16 itself).
 test: $(STAMP)
-	CNNVIZ_QUICK=1 $(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+	env -u CNNVIZ_MODEL -u CNNVIZ_WEIGHTS CNNVIZ_QUICK=1 $(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
 $(MATHJAX):
 	@command -v npm >/dev/null || { echo "make book needs npm (MathJax is served from the site itself)"; exit 1; }
