@@ -1,18 +1,22 @@
 """Adversarial examples (lesson 12): ``fgsm`` and ``pgd`` are the optimization loop with the sign step
-and an L-inf projection (``linf_ball``)."""
+and an L-inf projection (``linf_ball``); ``robust_accuracy`` runs one of them over a set of images for
+a list of radii and returns the robust-accuracy curve."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
 
-from ._checks import check_int, check_number
+from ._checks import check_choice, check_int, check_number
 from ._loop import Step, _callbacks, optimize
 from .objectives import Objective, log_prob
 from .params import from_image
 
-__all__ = ["linf_ball", "fgsm", "pgd"]
+__all__ = ["linf_ball", "fgsm", "pgd", "robust_accuracy", "RobustAccuracy"]
+
+ATTACKS = ("fgsm", "pgd")
 
 
 def _eps(eps, what: str = "eps") -> float:
@@ -120,3 +124,91 @@ def pgd(
     if res.interrupted:  # unlike optimize, an attack does not return a half-finished image on Ctrl-C
         raise KeyboardInterrupt
     return res.image
+
+
+@dataclass(frozen=True)
+class RobustAccuracy:
+    """The outcome of ``robust_accuracy``: ``correct[k, n]`` is True when image n is still classified as
+    its label after the attack at radius ``eps[k]``; ``clean[n]`` before any attack."""
+
+    eps: tuple[float, ...]
+    attack: str
+    steps: int
+    clean: torch.Tensor    # (N,) bool
+    correct: torch.Tensor  # (len(eps), N) bool
+
+    @property
+    def clean_accuracy(self) -> float:
+        return float(self.clean.float().mean())
+
+    @property
+    def accuracy(self) -> list[float]:
+        """Robust accuracy per radius: the fraction of images still classified correctly."""
+        return [float(c.float().mean()) for c in self.correct]
+
+    @property
+    def success(self) -> list[float]:
+        """Attack success per radius: the fraction of correctly classified images the attack flipped."""
+        n = max(int(self.clean.sum()), 1)
+        return [float((self.clean & ~c).sum()) / n for c in self.correct]
+
+
+def robust_accuracy(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: Sequence[int] | torch.Tensor,
+    *,
+    eps: Sequence[float],
+    attack: str = "pgd",
+    steps: int = 10,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> RobustAccuracy:
+    """The robust-accuracy curve in one call: for each radius in ``eps``, attack every image (untargeted,
+    away from its label) and record whether the model still gets it right.
+
+    ``images``: ``(N,3,H,W)`` in [0,1]; ``labels``: N class indices. ``attack``: ``"fgsm"`` (one step)
+    or ``"pgd"`` (``steps`` sign steps of 2.5·eps/steps, no random start). Images go through the
+    attack ``batch_size`` at a time, one progress bar over all radii. An image the model gets wrong
+    before any attack counts as wrong at every radius (robust accuracy <= clean accuracy).
+    PGD's last iterate is scored, as in RobustBench's standard evaluation.
+
+    >>> r = robust_accuracy(model, X, Y, eps=[1/255, 2/255, 4/255])
+    >>> r.accuracy                                  # one fraction per radius
+    """
+    from tqdm.auto import tqdm
+
+    from ._checks import check_image
+    from .hooks import frozen
+
+    check_choice(attack, ATTACKS, "attack")
+    images = check_image(images, "robust_accuracy's images")
+    labels = torch.as_tensor(labels, dtype=torch.long).flatten()
+    if labels.numel() != images.shape[0]:
+        raise ValueError(f"robust_accuracy got {images.shape[0]} images and {labels.numel()} labels: give one "
+                         "label per image")
+    if not isinstance(eps, (list, tuple)) or not eps:
+        raise ValueError(f"eps must be a non-empty list of radii, e.g. [1/255, 2/255, 4/255], got {eps!r}")
+    radii = tuple(_eps(e, f"eps[{i}]") for i, e in enumerate(eps))
+    steps = check_int(steps, "steps", lo=1, must="a positive integer")
+    batch_size = check_int(batch_size, "batch_size", lo=1, must="a positive integer")
+    device = next(model.parameters()).device
+
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        with frozen(model), torch.inference_mode():
+            return model(x.to(device)).argmax(-1).cpu()
+
+    chunks = [slice(i, i + batch_size) for i in range(0, images.shape[0], batch_size)]
+    clean = torch.cat([predict(images[c]) for c in chunks]) == labels
+    correct = torch.zeros(len(radii), images.shape[0], dtype=torch.bool)
+    bar = tqdm(total=len(radii) * len(chunks), desc=f"{attack} over {len(radii)} radii", disable=not progress)
+    try:
+        for k, e in enumerate(radii):
+            for c in chunks:
+                x, y = images[c], labels[c].tolist()
+                xa = fgsm(model, x, eps=e, label=y) if attack == "fgsm" else pgd(model, x, eps=e, steps=steps, label=y)
+                correct[k, c] = clean[c] & (predict(xa) == labels[c])
+                bar.update(1)
+    finally:
+        bar.close()
+    return RobustAccuracy(radii, attack, 1 if attack == "fgsm" else steps, clean, correct)

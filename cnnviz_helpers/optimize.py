@@ -22,19 +22,20 @@ on Ctrl-C, which ends the run early and returns the current image.
     >>> res.image.shape, res.scores[-1]          # (1,3,224,224) in [0,1]; last score per image
 
 Attacks (lesson 12) are the same loop with ``optimizer="sign"`` and an L∞
-projection: ``fgsm`` (one step) and ``pgd`` (several). ``FrameRecorder`` +
+projection: ``fgsm`` (one step) and ``pgd`` (several); ``robust_accuracy`` runs one over many
+images and radii (the robust-accuracy curve). ``FrameRecorder`` +
 ``save_gif`` export a run as an animated GIF.
 
 Introduced in lesson 08; used by lessons 09-12.
 
 The pieces: ``_loop`` (the loop), ``optimizers`` (the normalized and sign steps),
-``attacks`` (``fgsm``, ``pgd``, ``linf_ball``) and ``gif`` (``FrameRecorder``,
+``attacks`` (``fgsm``, ``pgd``, ``linf_ball``, ``robust_accuracy``) and ``gif`` (``FrameRecorder``,
 ``save_gif``); every name is importable from here, as the lessons do.
 """
 from __future__ import annotations
 
 from ._loop import Result, Step, optimize
-from .attacks import fgsm, linf_ball, pgd
+from .attacks import RobustAccuracy, fgsm, linf_ball, pgd, robust_accuracy
 from .gif import FrameRecorder, save_gif
 from .optimizers import OPTIMIZERS, NormalizedAscent, SignDescent
 
@@ -48,6 +49,8 @@ __all__ = [
     "linf_ball",
     "fgsm",
     "pgd",
+    "robust_accuracy",
+    "RobustAccuracy",
     "FrameRecorder",
     "save_gif",
 ]

@@ -192,6 +192,13 @@ CASES.update({
     "folded_copy": Case(lambda m, x: _stages().folded_copy(m, x), bad=lambda m, x: _stages().folded_copy(m, x[0])),
 })
 
+STATE_MODULES.append("cnnviz_helpers.attacks")
+CASES.update({
+    "robust_accuracy": Case(lambda m, x: __import__("cnnviz_helpers.attacks").attacks.robust_accuracy(
+        m, x, [0] * x.shape[0], eps=[2 / 255], steps=2, progress=False),
+        bad=lambda m, x: __import__("cnnviz_helpers.attacks").attacks.robust_accuracy(m, x, [0], eps=[9.0])),
+})
+
 STATE_MODULES.append("cnnviz_helpers.lesson")
 CASES.update({
     "trained": Case(lambda m, x: __import__("cnnviz_helpers.lesson").lesson.trained(m), forward=False,
