@@ -159,7 +159,11 @@ def _ascend(run: _Run, param: Param, leaves: list[torch.Tensor], opt: torch.opti
         if cbs and any([bool(cb(Step(t, run.steps, x.detach().clone(), s.clone()))) for cb in cbs]):
             run.stopped, run.done = True, t + 1
             return
-        grads = torch.autograd.grad(score.sum(), leaves)
+        observe = getattr(param, "observe_image_grad", None)  # MaCo's transparency: |d score / d image|
+        grads = torch.autograd.grad(score.sum(), leaves + [x] if observe is not None else leaves)
+        if observe is not None:
+            observe(grads[-1])
+            grads = grads[:-1]
         for p, g in zip(leaves, grads):
             p.grad = -g             # descending -g ascends the score
         opt.step()

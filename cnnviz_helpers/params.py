@@ -14,6 +14,10 @@ plain pixels are clamped back into [0,1]).
   a fixed 3x3 matrix that mixes three decorrelated colour components into
   RGB (the square root of ImageNet's colour covariance). Gradient steps on
   the spectrum change the image mostly at low frequencies.
+- ``maco(size)``: MaCo, the magnitude-constrained parameterization of Fel et al.
+  (NeurIPS 2023): only the Fourier *phase* is optimized; the magnitude stays the
+  average spectrum of natural images (``dataset.natural_spectrum``, from the
+  course photos). It also accumulates the transparency map ``|∂score/∂image|``.
 
     >>> p = pixels((224, 224), init=0.5, device=model.device)     # a grey image
     >>> q = fft(224, batch=4, generator=torch.Generator().manual_seed(0))
@@ -35,6 +39,8 @@ __all__ = [
     "Param",
     "PixelParam",
     "FFTParam",
+    "MacoParam",
+    "maco",
     "pixels",
     "from_image",
     "fft",
@@ -231,3 +237,76 @@ def fft(
     spec = sd * torch.randn(n, 3, h, w // 2 + 1, 2, generator=g)
     dev = torch.device(device) if device is not None else torch.device("cpu")
     return FFTParam(spec.to(dev), h, w, float(decay_power), bool(decorrelate))
+
+
+class MacoParam(Param):
+    """MaCo: ``sigmoid(standardize(irfft2(M ⊙ e^{iφ})))``; the leaf is the phase ``φ`` ``(N,3,H,W//2+1)``,
+    the magnitude ``M`` ``(3,H,W//2+1)`` is fixed. ``transparency``: ``Σ_steps |∂score/∂image|`` ``(N,3,H,W)``,
+    filled by ``optimize`` (it calls ``observe_image_grad`` after every step)."""
+
+    def __init__(self, phase: torch.Tensor, magnitude: torch.Tensor, h: int, w: int) -> None:
+        self.phase = phase.requires_grad_(True)
+        self.magnitude = magnitude.to(phase.device, phase.dtype)
+        self.h, self.w = h, w
+        self.shape = (phase.shape[0], 3, h, w)
+        self.transparency = torch.zeros(self.shape, device=phase.device)
+
+    def parameters(self) -> list[torch.Tensor]:
+        return [self.phase]
+
+    def signal(self) -> torch.Tensor:
+        """The image before the sigmoid: ``(N,3,H,W)``, zero mean and unit variance per image; its Fourier
+        magnitude is ``M`` up to that one scale factor."""
+        z = torch.polar(self.magnitude.expand_as(self.phase), self.phase)
+        t = torch.fft.irfftn(z, s=(self.h, self.w), dim=(-2, -1), norm="ortho")
+        t = t - t.mean((1, 2, 3), keepdim=True)
+        return t / (t.std(dim=(1, 2, 3), keepdim=True) + 1e-8)
+
+    def __call__(self) -> torch.Tensor:
+        return torch.sigmoid(self.signal())
+
+    def observe_image_grad(self, grad: torch.Tensor) -> None:
+        """Add ``|grad|`` (the gradient of the score with respect to this step's image) to ``transparency``."""
+        self.transparency += grad.detach().abs()
+
+    def __repr__(self) -> str:
+        return f"maco{self.shape}"
+
+
+def maco(
+    size: int | tuple[int, int],
+    *,
+    batch: int = 1,
+    spectrum: torch.Tensor | None = None,
+    device: str | torch.device | None = None,
+    generator: torch.Generator | None = None,
+) -> MacoParam:
+    """MaCo (Fel et al. 2023; lessons 08 and 09): optimize the Fourier phase, keep the magnitude natural.
+
+    ``spectrum``: the fixed magnitude ``(3, H, W//2+1)``; default ``dataset.natural_spectrum(size)``, the
+    average spectrum of the 1000 course photos (square sizes; computed once, offline, and cached).
+    The phase starts uniform in [-π, π) (drawn from ``generator``). After ``optimize``,
+    ``param.transparency`` is MaCo's attribution of the result.
+
+    >>> p = maco(224, device=model.device)
+    >>> res = optimize(model, obj.class_logit("goldfish"), p, transforms=T.standard(), steps=256)
+    >>> res.image, p.transparency
+    """
+    h, w = _size(size)
+    n = _batch(batch)
+    if spectrum is None:
+        if h != w:
+            raise ValueError(f"maco's default spectrum is computed from the course photos at a square size; "
+                             f"got {h}x{w}: pass spectrum= (3, {h}, {w // 2 + 1}) for a non-square image")
+        from .dataset import natural_spectrum
+
+        spectrum = natural_spectrum(h)
+    if not isinstance(spectrum, torch.Tensor) or tuple(spectrum.shape) != (3, h, w // 2 + 1):
+        got = tuple(spectrum.shape) if isinstance(spectrum, torch.Tensor) else type(spectrum).__name__
+        raise ValueError(f"spectrum must be a tensor of shape (3, {h}, {w // 2 + 1}) for a {h}x{w} image, got {got}")
+    if not torch.isfinite(spectrum).all() or (spectrum < 0).any():
+        raise ValueError("spectrum must be a magnitude: finite and >= 0 everywhere")
+    g = _generator(generator)
+    phase = (torch.rand(n, 3, h, w // 2 + 1, generator=g) * 2 - 1) * np.pi
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    return MacoParam(phase.to(dev), spectrum.float(), h, w)

@@ -23,13 +23,15 @@ Introduced in lesson 01 (maximally activating patches); used by lesson
 
 One module per job: ``cache`` (``runs_dir``, keys, atomic writes), ``photos``
 (``PhotoSet``, ``TensorImages``), ``topk`` (``StreamingTopK``, ``TopK``),
-``passes`` (``top_activations``, ``activations``).
+``passes`` (``top_activations``, ``activations``), ``spectrum`` (``natural_spectrum``: the photos'
+average Fourier magnitude, which ``params.maco`` keeps fixed).
 """
 from __future__ import annotations
 
 from .cache import CACHE_ENV, CacheWarning, model_fingerprint, runs_dir
 from .passes import REDUCTIONS, activations, top_activations
 from .photos import PhotoSet, TensorImages, _default_workers
+from .spectrum import magnitude_spectrum, natural_spectrum
 from .topk import StreamingTopK, TopK
 
 __all__ = [
@@ -44,4 +46,6 @@ __all__ = [
     "top_activations",
     "activations",
     "REDUCTIONS",
+    "natural_spectrum",
+    "magnitude_spectrum",
 ]
