@@ -28,7 +28,7 @@ average Fourier magnitude, which ``params.maco`` keeps fixed).
 """
 from __future__ import annotations
 
-from .cache import CACHE_ENV, CacheWarning, model_fingerprint, runs_dir
+from .cache import CACHE_ENV, CacheWarning, cache_enabled, model_fingerprint, runs_dir
 from .passes import REDUCTIONS, activations, top_activations
 from .photos import PhotoSet, TensorImages, _default_workers
 from .spectrum import magnitude_spectrum, natural_spectrum
@@ -38,6 +38,7 @@ __all__ = [
     "CACHE_ENV",
     "CacheWarning",
     "runs_dir",
+    "cache_enabled",
     "model_fingerprint",
     "PhotoSet",
     "TensorImages",

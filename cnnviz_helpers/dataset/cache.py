@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["CACHE_ENV", "CacheWarning", "runs_dir", "model_fingerprint"]
+__all__ = ["CACHE_ENV", "CacheWarning", "cache_enabled", "runs_dir", "model_fingerprint"]
 
 CACHE_ENV = "CNNVIZ_CACHE"
 
@@ -23,13 +23,22 @@ class CacheWarning(UserWarning):
     """The results cache could not be read or written; results are recomputed, nothing else changes."""
 
 
+_OFF = {"0", "off", "false", "no"}
+
+
+def cache_enabled() -> bool:
+    """False when ``CNNVIZ_CACHE=0`` (or off/false/no): nothing is read from or written to the runs cache."""
+    return os.environ.get(CACHE_ENV, "").strip().lower() not in _OFF
+
+
 def runs_dir() -> Path:
     """The cache of dataset passes: ``$CNNVIZ_CACHE`` or the OS user cache (``~/.cache/cnnviz-runs``).
 
-    Not created here: it is created on the first write.
+    Not created here: it is created on the first write. ``CNNVIZ_CACHE=0`` turns the cache off
+    (``cache_enabled``); this is then the default folder, which nothing reads or writes.
     """
     env = os.environ.get(CACHE_ENV)
-    if env:
+    if env and env.strip().lower() not in _OFF:
         return Path(env).expanduser().resolve()
     import pooch
 
@@ -63,7 +72,7 @@ def _safe(name: str) -> str:
 # ---------------------------------------------------------------- on-disk cache
 
 def _cache_load(path: Path, key: str) -> dict | None:
-    if not path.exists():
+    if not cache_enabled() or not path.exists():
         return None
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
@@ -80,6 +89,8 @@ def _cache_load(path: Path, key: str) -> dict | None:
 
 def _cache_save(path: Path, data: dict) -> None:
     """Atomic write (temporary file, then rename); a cache that cannot be written only warns."""
+    if not cache_enabled():
+        return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
