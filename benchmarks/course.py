@@ -8,6 +8,13 @@ EfficientNet-Lite0 at 224x224, batch 1, to the input, measured in the same run (
 
     TOTAL <seconds> s = <units> bare steps (<ratio> of 29600)
 
+The lessons run with an empty runs cache (a fresh ``CNNVIZ_CACHE`` folder; only the decoded photos
+are linked in from the usual one), so no earlier run's results are loaded. ``--cached`` then runs
+every lesson a second time, the way an instructor's live run after ``prepare --lessons`` goes, and
+adds a second column and the line
+
+    CACHED TOTAL <seconds> s
+
 29600 bare steps is the course's cost measured on a 2-core machine before the speed-up work
 (issue 13: 1480 s at 50 ms a step); the target is a ratio of at most 0.5.
 
@@ -15,6 +22,7 @@ EfficientNet-Lite0 at 224x224, batch 1, to the input, measured in the same run (
     python benchmarks/course.py 04 08           # only these lessons
     python benchmarks/course.py --quick         # quick mode (CNNVIZ_QUICK=1), as CI runs them
     python benchmarks/course.py --json out.json # also write the figures as JSON
+    python benchmarks/course.py --cached        # and each lesson again, from the runs cache
 
 The photos must be prepared (``python -m cnnviz_helpers prepare``) for the figures to be
 comparable: the run says whether they are.
@@ -26,6 +34,7 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -57,27 +66,26 @@ def bare_step_seconds(repeats: int = 20) -> float:
 
 def run_lesson(path: Path, quick: bool) -> tuple[float, float]:
     """(seconds, peak RSS in MB) of one lesson executed top to bottom in a fresh kernel."""
-    import jupytext
-    import nbformat
-    from nbclient import NotebookClient
+    from cnnviz_helpers.warm import execute_lesson
 
-    nb = jupytext.read(path)
-    nb.cells.append(nbformat.v4.new_code_cell(RSS_CELL))
-    env_before = os.environ.get("CNNVIZ_QUICK")
-    os.environ["CNNVIZ_QUICK"] = "1" if quick else "0"
-    try:
-        t = time.perf_counter()
-        NotebookClient(nb, timeout=3600, kernel_name="python3",
-                       resources={"metadata": {"path": str(path.parent)}}).execute()
-        seconds = time.perf_counter() - t
-    finally:
-        if env_before is None:
-            os.environ.pop("CNNVIZ_QUICK", None)
-        else:
-            os.environ["CNNVIZ_QUICK"] = env_before
+    t = time.perf_counter()
+    nb = execute_lesson(path, quick=quick, extra=[RSS_CELL])
+    seconds = time.perf_counter() - t
     text = "".join(o.get("text", "") for o in nb.cells[-1].outputs if o.get("output_type") == "stream")
     kb = int(text.split("CNNVIZ_PEAK_RSS_KB")[1].split()[0])
     return seconds, kb / 1024
+
+
+def fresh_runs_cache() -> Path:
+    """A new, empty CNNVIZ_CACHE folder for this run, with the decoded photos of the usual one linked in."""
+    from cnnviz_helpers.dataset import runs_dir
+
+    usual = runs_dir()
+    fresh = Path(tempfile.mkdtemp(prefix="cnnviz-bench-cache-"))
+    if (usual / "photos").is_dir():
+        (fresh / "photos").symlink_to(usual / "photos", target_is_directory=True)
+    os.environ["CNNVIZ_CACHE"] = str(fresh)  # every kernel inherits it
+    return fresh
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("lessons", nargs="*", help="lesson numbers or names (default: all)")
     ap.add_argument("--quick", action="store_true", help="quick mode instead of full mode")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
+    ap.add_argument("--cached", action="store_true", help="then run each lesson again, from the runs cache")
     a = ap.parse_args(argv)
     files = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.md"))
     if a.lessons:
@@ -98,22 +107,32 @@ def main(argv: list[str] | None = None) -> int:
 
     prepared = PhotoSet(size=224).cache_file.exists()
     step = bare_step_seconds()
+    cache = fresh_runs_cache()
     mode = "quick" if a.quick else "full"
     print(f"mode {mode}; photos prepared: {'yes' if prepared else 'NO (run python -m cnnviz_helpers prepare)'}; "
-          f"bare Lite0 forward+backward at 224: {step * 1000:.1f} ms; {os.cpu_count()} cores")
-    print(f"{'lesson':<28} {'seconds':>8} {'bare steps':>11} {'peak RSS':>10}")
+          f"bare Lite0 forward+backward at 224: {step * 1000:.1f} ms; {os.cpu_count()} cores; "
+          f"empty runs cache {cache}")
+    print(f"{'lesson':<28} {'seconds':>8} {'bare steps':>11} {'peak RSS':>10}" + (f" {'cached s':>9}" if a.cached else ""))
     rows = []
     for path in files:
         seconds, rss = run_lesson(path, a.quick)
-        rows.append({"lesson": path.stem, "seconds": round(seconds, 1), "bare_steps": round(seconds / step),
-                     "peak_rss_mb": round(rss)})
-        print(f"{path.stem:<28} {seconds:>8.1f} {seconds / step:>11.0f} {rss:>8.0f} MB", flush=True)
+        row = {"lesson": path.stem, "seconds": round(seconds, 1), "bare_steps": round(seconds / step),
+               "peak_rss_mb": round(rss)}
+        line = f"{path.stem:<28} {seconds:>8.1f} {seconds / step:>11.0f} {rss:>8.0f} MB"
+        if a.cached:
+            again, _ = run_lesson(path, a.quick)
+            row["cached_seconds"] = round(again, 1)
+            line += f" {again:>9.1f}"
+        rows.append(row)
+        print(line, flush=True)
     total = sum(r["seconds"] for r in rows)
     units = total / step
     if a.json:
         a.json.write_text(json.dumps({"mode": mode, "bare_step_ms": round(step * 1000, 2), "prepared": prepared,
                                       "cores": os.cpu_count(), "lessons": rows}, indent=2) + "\n")
     print(f"TOTAL {total:.0f} s = {units:.0f} bare steps ({units / BASELINE_STEPS:.2f} of {BASELINE_STEPS})")
+    if a.cached:
+        print(f"CACHED TOTAL {sum(r['cached_seconds'] for r in rows):.0f} s")
     return 0
 
 

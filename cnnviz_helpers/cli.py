@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 import importlib.metadata as md
 import platform
 import sys
@@ -157,6 +158,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     pr = sub.add_parser("prepare", help="fetch the course images (then the course runs offline) and decode "
                         "the 1000 photos once into the cache (lessons 01 and 13 then skip decoding)")
     pr.add_argument("--size", type=int, default=224, help="side of the decoded photos (the model's input size)")
+    pr.add_argument("--lessons", nargs="*", default=None, metavar="NN",
+                    help="then run these lessons (none named: all) once, so that every expensive cell's result is "
+                         "in the runs cache: the next run, live in class, loads them")
+    pr.add_argument("--notebooks", type=Path, default=None, help="the lessons folder (default ./notebooks)")
     c = sub.add_parser("classify", help="top-K ImageNet labels of image files")
     c.add_argument("images", nargs="+", help="image files")
     c.add_argument("--model", default="efficientnet_lite0", choices=MODEL_NAMES)
@@ -173,7 +178,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if a.cmd == "doctor":
         return doctor()
     if a.cmd == "prepare":
-        return prepare(a.size)
+        if a.lessons is not None:  # a bad lesson name stops here, before any work
+            from .warm import lesson_paths
+
+            try:
+                lesson_paths(a.lessons, a.notebooks)
+            except (FileNotFoundError, ValueError) as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 2
+        rc = prepare(a.size)
+        if rc != 0 or a.lessons is None:
+            return rc
+        from .warm import warm_lessons
+
+        return warm_lessons(a.lessons, notebooks=a.notebooks)
     if a.cmd == "weights":
         return download_weights(a.models)
     return classify(a.images, a.model, a.top, a.batch)
