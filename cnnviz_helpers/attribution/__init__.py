@@ -14,6 +14,9 @@ input's device, never min-max normalized (plotting does that for display).
   rule changed (``gradient(..., rule=...)``, lesson 06).
 - ``cam``, ``gradcam``, ``guided_gradcam``: class activation maps (lesson 07); ``class_map``: CAM
   where the head allows it, else Grad-CAM, saying so (every course model).
+- ``integrated_gradients`` (Sundararajan et al. 2017) and, in ``metrics``, one evaluation metric
+  per family for lesson 07's report card (``max_sensitivity``, ``gini``, ``random_logit``,
+  ``completeness_gap``, ``input_invariance``, ``paste`` + ``pointing_game``).
 - ``cascading_randomization``, ``rank_correlation``: the sanity checks of
   Adebayo et al. 2018; ``deletion_insertion``: faithfulness curves
   (Petsiuk et al. 2018).
@@ -38,7 +41,10 @@ from __future__ import annotations
 from ._engine import functional_relus
 from .cam import cam, class_map, gradcam, guided_gradcam, upsample_map
 from .faithfulness import FaithfulnessCurves, _blur, deletion_insertion
-from .gradients import deconvnet, gradient, guided_backprop, input_x_gradient, saliency, saliency_map, smoothgrad
+from .gradients import (deconvnet, gradient, guided_backprop, input_x_gradient, integrated_gradients, saliency,
+                        saliency_map, smoothgrad)
+from .metrics import (Shifted, completeness_gap, gini, input_invariance, max_sensitivity, paste, pointing_game,
+                      random_logit)
 from .occlusion import OCCLUSION_METHODS, OcclusionResult, best_batch_size, occlusion, occlusion_positions
 from .sanity import cascading_randomization, rank_correlation
 from .targets import Channel, Neuron, Target, class_scores
@@ -69,4 +75,13 @@ __all__ = [
     "cascading_randomization",
     "rank_correlation",
     "deletion_insertion",
+    "integrated_gradients",
+    "gini",
+    "max_sensitivity",
+    "random_logit",
+    "completeness_gap",
+    "Shifted",
+    "input_invariance",
+    "paste",
+    "pointing_game",
 ]
