@@ -203,6 +203,20 @@ CASES.update({
         bad=lambda m, x: __import__("cnnviz_helpers.attacks").attacks.robust_accuracy(m, x, [0], eps=[9.0])),
 })
 
+STATE_MODULES.append("cnnviz_helpers.quiz")
+
+
+def _observer(m, x, layer="conv2"):
+    from cnnviz_helpers.quiz import Trial, observer_accuracy
+
+    t = Trial(layer, 0, "natural", x[:1], torch.cat([x[:1], x[:1]]), 0, (1.0, 0.0))
+    return observer_accuracy(m, [t], layer)
+
+
+CASES.update({
+    "observer_accuracy": Case(_observer, bad=lambda m, x: _observer(m, x, "nope"), bad_exc=KeyError),
+})
+
 STATE_MODULES.append("cnnviz_helpers.lesson")
 CASES.update({
     "trained": Case(lambda m, x: __import__("cnnviz_helpers.lesson").lesson.trained(m), forward=False,
