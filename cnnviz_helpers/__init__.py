@@ -10,7 +10,7 @@ only from its own layer or those above it:
 0. ``config``, ``labels``, ``_checks``, ``_util``, ``_names``: foundations
 1. ``hooks/``: the only place that registers hooks (``capture``, ``relu_rule``)
 2. ``images``, ``data``, ``models``, ``lesson``, ``layers``, ``receptive``
-3. ``attribution/``, ``dataset/``, ``runs`` (the cells' cache), ``stages``, ``objectives``, ``params``, ``transforms``, ``optimize``
+3. ``attribution/``, ``dataset/``, ``runs`` (the cells' cache), ``stages``, ``objectives``, ``params``, ``transforms``, ``regularizers``, ``optimize``
 4. ``plotting``, ``widgets``, ``quiz``, ``cli``, ``prepare``, ``warm``, ``lab``, ``student``, ``exercises/``, ``glue``
 
 One word, one meaning, everywhere:

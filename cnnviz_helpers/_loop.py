@@ -78,6 +78,7 @@ def optimize(
     lr: float = 0.05,
     optimizer: str | Callable[[list[torch.Tensor]], torch.optim.Optimizer] = "adam",
     project: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    regularize: Sequence[Any] = (),
     callback: Callable[[Step], Any] | Sequence[Callable[[Step], Any]] | None = None,
     generator: torch.Generator | None = None,
     progress: bool = True,
@@ -94,6 +95,9 @@ def optimize(
       ``"sign"`` (step ``lr·sign(g)``), or ``f(leaves) -> torch.optim.Optimizer``.
     - ``project``: ``f(x) -> x`` applied to the pixels after every step (only for
       pixel parameterizations), e.g. ``linf_ball(x0, eps)`` for attacks.
+    - ``regularize``: Yosinski et al.'s steps (``regularizers.decay``, ``blur_every``,
+      ``clip_norm``, ``clip_contribution``, ``clip_gradient``), in order, around each update
+      (pixel parameterizations only).
     - ``callback``: ``f(Step)`` or a list of them, called after each forward pass
       (live display, ``FrameRecorder``); returning ``True`` stops the run and
       keeps the image just scored.
@@ -105,6 +109,7 @@ def optimize(
     """
     param, cbs, generator = _checked(model, objective, param, steps=steps, lr=lr, optimizer=optimizer,
                                      transforms=transforms, project=project, callback=callback, generator=generator)
+    regs = _regularizers(regularize, param)
     names = list(objective.layers)
     if names:
         resolve_layers(model, names)   # KeyError with close names, before any hook
@@ -118,7 +123,7 @@ def optimize(
     try:
         with _scorer(model, objective, names) as score_of:
             try:
-                _ascend(run, param, leaves, opt, score_of, transforms, generator, project, cbs)
+                _ascend(run, param, leaves, opt, score_of, transforms, generator, project, cbs, regs)
             except KeyboardInterrupt:
                 run.interrupted = True
                 param.constrain_()            # a step may have been cut between update and clamp
@@ -148,7 +153,7 @@ class _Run:
 
 def _ascend(run: _Run, param: Param, leaves: list[torch.Tensor], opt: torch.optim.Optimizer,
             score_of: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor], transforms, generator,
-            project, cbs: list[Callable[[Step], Any]]) -> None:
+            project, cbs: list[Callable[[Step], Any]], regs: Sequence[Any] = ()) -> None:
     """The optimization loop itself: render, transform, score, step uphill, constrain."""
     for t in range(run.steps):
         x = param()
@@ -164,9 +169,15 @@ def _ascend(run: _Run, param: Param, leaves: list[torch.Tensor], opt: torch.opti
         if observe is not None:
             observe(grads[-1])
             grads = grads[:-1]
+        if regs:  # pixels: one leaf, its ascent gradient
+            grads = [_apply_gradient_steps(regs, grads[0], t)]
         for p, g in zip(leaves, grads):
             p.grad = -g             # descending -g ascends the score
         opt.step()
+        if regs:
+            with torch.no_grad():
+                for r in regs:
+                    param.x.copy_(r.on_image(param.x, grads[0], t))
         param.constrain_()
         if project is not None:
             _project(param, project)
@@ -242,6 +253,25 @@ def _checked(model, objective, param, *, steps, lr, optimizer, transforms, proje
     elif not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     return param, cbs, generator
+
+
+def _regularizers(regularize, param: Param) -> list:
+    from .regularizers import Regularizer
+
+    regs = list(regularize) if isinstance(regularize, (list, tuple)) else [regularize]
+    bad = [r for r in regs if not isinstance(r, Regularizer)]
+    if bad:
+        raise TypeError(f"regularize takes steps from cnnviz_helpers.regularizers (decay, blur_every, clip_norm, "
+                        f"clip_contribution, clip_gradient), got {bad[0]!r}")
+    if regs and not isinstance(param, PixelParam):
+        raise TypeError(f"regularize works on pixels: param must be params.pixels/from_image, got {param!r}")
+    return regs
+
+
+def _apply_gradient_steps(regs, g: torch.Tensor, t: int) -> torch.Tensor:
+    for r in regs:
+        g = r.on_gradient(g, t)
+    return g
 
 
 def _project(param: PixelParam, project: Callable[[torch.Tensor], torch.Tensor]) -> None:
