@@ -91,3 +91,37 @@ def test_4_stem_activation_by_hand(model, image, maps):
     assert "sign" in hint(lesson03.check_4(-by_hand(z, (0, 1, 0, 1)), **ctx))
     assert "one number" in hint(lesson03.check_4(W[5], **ctx))
     assert not lesson03.check_4(..., **ctx).done
+
+
+def test_1_strides_rounded_where_windows_do_not_fit():
+    sizes = {"conv1": 55, "pool1": 27, "conv2": 27, "pool2": 13, "conv5": 13, "pool5": 6}   # AlexNet at 224
+    assert lesson03.check_1("pool2", sizes=sizes, input_size=224).ok
+    assert "not the first" in hint(lesson03.check_1("conv5", sizes=sizes, input_size=224))
+    assert "pixels apart, not 16" in hint(lesson03.check_1("conv2", sizes=sizes, input_size=224))
+    assert "too deep" in hint(lesson03.check_1("pool5", sizes=sizes, input_size=224))
+
+
+def test_3_an_untrained_model_is_not_held_to_a_trained_one(capsys):
+    assert lesson03.check_3(False, same=True, trained=False).ok
+    assert "behaviour check skipped" in capsys.readouterr().out
+    assert "True or False" in hint(lesson03.check_3("yes", same=True, trained=False))
+
+
+def test_4_a_convolution_with_bias_and_symmetric_padding():
+    conv = torch.nn.Conv2d(3, 8, 5, stride=4, padding=2)
+    torch.nn.init.uniform_(conv.bias, 0.5, 1.0)
+    x = torch.rand(1, 3, 40, 40, generator=torch.Generator().manual_seed(2))
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    z = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        out = conv(z)
+    i, j = out.shape[2] - 1, out.shape[3] - 1
+    W, b = conv.weight.detach(), float(conv.bias[3])
+    ctx = dict(x=x, W=W, recorded=out[0, 3, i, j], channel=3, unit=(i, j), stride=4, pad=(2, 2, 2, 2),
+               mean=mean, std=std, bias=b)
+    window = F.pad(z, (2, 2, 2, 2))[0, :, 4 * i:4 * i + 5, 4 * j:4 * j + 5]
+    right = float((W[3] * window).sum()) + b
+    assert lesson03.check_4(right, **ctx).ok
+    assert "forgot the bias" in hint(lesson03.check_4(right - b, **ctx))
+    raw = float((W[3] * F.pad(x, (2, 2, 2, 2))[0, :, 4 * i:4 * i + 5, 4 * j:4 * j + 5]).sum()) + b
+    assert "normalized image" in hint(lesson03.check_4(raw, **ctx))
