@@ -91,3 +91,41 @@ def test_wrong_answer_raises_outside_student_mode(weights):
         lesson02.check_1("w", measured="w+")
     with pytest.raises(ExerciseError, match="not done yet"):
         lesson02.check_3(..., w=weights[0][0])
+
+
+def _first_conv_gradient(model, k=0, size=32):
+    """The input gradient of first_conv's centre unit of filter k at a grey image, cropped to its window."""
+    from cnnviz_helpers import capture, receptive_field
+    rf = receptive_field(model, "first_conv")
+    x0 = torch.full((1, 3, size, size), 0.5, requires_grad=True)
+    with capture(model, ["first_conv"], stop=True) as rec:
+        rec.run(x0)
+        a = rec["first_conv"]
+        i, j = a.shape[2] // 2, a.shape[3] // 2
+        (g,) = torch.autograd.grad(a[0, k, i, j], x0)
+    t, l, b, r = rf.box(i, j)
+    return g[0, :, t:b + 1, l:r + 1]
+
+
+def test_5_effective_filter_of_the_first_convolution(weights):
+    model = load_model()
+    W = weights[0]
+    grad = _first_conv_gradient(model)
+    std = model.std
+    right = W[0] / torch.tensor(std).view(3, 1, 1)
+    assert torch.allclose(grad, right, atol=1e-6)                 # the closed form is the backward pass
+    assert lesson02.check_5(right, grad=grad, w=W[0], std=std).ok
+    assert "the weight itself" in hint(lesson02.check_5(W[0], grad=grad, w=W[0], std=std))
+    assert "multiplied by std" in hint(lesson02.check_5(W[0] * 0.5, grad=grad, w=W[0], std=std))
+    assert "sign is flipped" in hint(lesson02.check_5(-right, grad=grad, w=W[0], std=std))
+    assert "expected (3, 3, 3)" in hint(lesson02.check_5(right.flatten(), grad=grad, w=W[0], std=std))
+    assert "not the gradient" in hint(lesson02.check_5(right + 1, grad=grad, w=W[0], std=std))
+    assert not lesson02.check_5(..., grad=grad, w=W[0], std=std).done
+
+
+def test_5_colour_axis_with_unequal_stds():
+    w = torch.randn(3, 3, 3, generator=torch.Generator().manual_seed(3))
+    std = (0.229, 0.224, 0.225)                                   # ImageNet's: a different std per colour
+    grad = w / torch.tensor(std).view(3, 1, 1)
+    assert lesson02.check_5(grad, grad=grad, w=w, std=std).ok
+    assert "along the columns" in hint(lesson02.check_5(w / torch.tensor(std), grad=grad, w=w, std=std))

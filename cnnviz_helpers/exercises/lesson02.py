@@ -8,7 +8,7 @@ import torch
 
 from . import Wrong, exercise
 
-__all__ = ["check_2", "check_3", "check_4", "check_1", "CANDIDATES"]
+__all__ = ["check_2", "check_3", "check_4", "check_5", "check_1", "CANDIDATES"]
 
 
 def _array(answer, name: str, shape: tuple[int, ...], axes: str) -> np.ndarray:
@@ -129,3 +129,34 @@ def check_4(answer, *, W, live) -> None:
     if (f < -1e-6).any() or (f > 1 + 1e-6).any():
         raise Wrong("some values lie outside [0, 1]: a projection keeps at most all of the energy")
     raise Wrong("not ||P w||^2 / ||w||^2 with P = u u^T applied to the 3 colour weights of every pixel")
+
+
+@exercise("02.5", "the effective filter of a first-convolution unit, without a backward pass")
+def check_5(answer, *, grad, w, std) -> None:
+    """``grad``: (3, k, k) the unit's input gradient from the backward pass (pixel space);
+    ``w``: (3, k, k) its weights; ``std``: the 3 stds of the model's input normalization."""
+    g = np.asarray(grad.detach().cpu() if isinstance(grad, torch.Tensor) else grad, dtype=np.float64)
+    w = np.asarray(w.detach().cpu() if isinstance(w, torch.Tensor) else w, dtype=np.float64)
+    std = np.asarray(std, dtype=np.float64).reshape(3, 1, 1)
+    e = _array(answer, "answer_5", g.shape, "colour, row, column, like W[0]")
+    tol = 1e-4 * max(float(np.abs(g).max()), 1e-30)
+
+    def near(candidate) -> bool:
+        return candidate.shape == e.shape and float(np.abs(e - candidate).max()) <= tol
+
+    if near(g):
+        return
+    if near(-g):
+        raise Wrong("the sign is flipped: the unit grows along its weights, so its gradient points along w / std")
+    if near(w) and not near(w / std):
+        raise Wrong("that is the weight itself: the unit sees z = (x - mean) / std, so by the chain rule "
+                    "each colour's weights are divided by that colour's std")
+    if near(w * std):
+        raise Wrong("you multiplied by std: dz/dx = 1 / std, so the weights are divided by it")
+    if w.shape[-1] == 3 and near(w / std.reshape(1, 1, 3)):
+        raise Wrong("you divided along the columns: std has one value per colour channel, the first axis of "
+                    "W[0] (colour, row, column); reshape it to (3, 1, 1)")
+    if near(w / std):
+        raise Wrong("w / std is the formula, but it does not match the backward pass here: is W the first "
+                    "convolution's weights and std the model's?")
+    raise Wrong("not the gradient of w . z + b with respect to x, with z = (x - mean) / std per colour channel")
