@@ -71,3 +71,35 @@ def test_wrong_answer_raises_outside_student_mode():
         lesson06.check_2({"gradient": [0, -1, 5, 4], "deconvnet": [2, 0, 5, 4], "guided": [0, 0, 0, 4]}, f=F6, R=R6)
     with pytest.raises(exercises.ExerciseError, match="not done yet"):
         lesson06.check_2(..., f=F6, R=R6)
+
+
+class _PoolNet(nn.Module):
+    """A tiny CNN with a max-pool: its deconvnet map depends on the photo through the switches."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                                 nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                 nn.Linear(8, 5))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def test_5_which_rule_ignores_the_photo(model):
+    g = torch.Generator().manual_seed(1)
+    images = [torch.rand(1, 3, 64, 64, generator=g) for _ in range(2)]
+    pool_model = _PoolNet().eval()
+    check = lambda a: lesson06.check_5(a, flat_model=model, pool_model=pool_model, images=images,
+                                       flat_target=3, pool_target=1)
+    official = {"no max-pool": "deconvnet", "max-pool": "none"}
+    assert check(official).ok and check({"no max-pool": " Deconvnet", "max-pool": "NONE"}).ok
+    assert "which rule ignores f" in hint(check({**official, "no max-pool": "guided"}))
+    assert "which rule ignores f" in hint(check({**official, "no max-pool": "gradient"}))
+    assert "crossed by a fixed linear map" in hint(check({**official, "no max-pool": "none"}))
+    assert "switches" in hint(check({**official, "max-pool": "deconvnet"}))
+    assert "on any model" in hint(check({**official, "max-pool": "guided"}))
+    assert "give a dict" in hint(check("deconvnet"))
+    assert 'should be "gradient", "deconvnet", "guided" or "none"' in hint(check({**official, "max-pool": 0}))
+    assert not check(...).done

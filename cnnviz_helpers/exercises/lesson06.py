@@ -1,7 +1,8 @@
 """Checks of lesson 06's exercises (guided backprop and the deconvnet, notebooks/06_guided_backprop.md).
 
 The by-hand answers are checked against the course's backward rules run by autograd on a
-real module (``hooks.relu_rule``), the ReLU6 count against forward hooks on the model.
+real module (``hooks.relu_rule``), the ReLU6 count against forward hooks on the model, the
+rule that ignores the photo (exercise 5) against the maps of two photos on the two models.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from torch import nn
 from ..hooks import module_hooks, relu_rule
 from . import Wrong, exercise
 
-__all__ = ["check_1", "check_2", "check_3", "check_4"]
+__all__ = ["check_1", "check_2", "check_3", "check_4", "check_5"]
 
 RULES = ("gradient", "deconvnet", "guided")
 _WHAT = {"gradient": "(f>0)·R: pass where the unit was active",
@@ -138,3 +139,62 @@ def check_4(prediction, *, r_guided, r_gradient):
                        "is mostly the image's own edges, whatever class started it."
                        if fact == "gradient" else
                        "Here guided backprop changed more; the gradient's maps share much of the image's structure."))
+
+
+_FORM_5 = ('a dict {"no max-pool": ..., "max-pool": ...}, each "gradient", "deconvnet", "guided" or "none"')
+_TOL_5 = 1e-4          # "the same map": equal up to float rounding, relative to the map's maximum
+
+
+def _change(model, rule: str, images, target: int) -> float:
+    """How much ``rule``'s map of ``target`` differs between the two images, relative to the first map's maximum."""
+    from ..attribution import gradient
+
+    a, b = (gradient(model, im, target, rule=rule)[0] for im in images)
+    return float((a - b).abs().max() / max(float(a.abs().max()), 1e-12))
+
+
+def _choice(answer, key: str) -> str:
+    v = answer[key]
+    if not isinstance(v, str) or v.strip().lower() not in RULES + ("none",):
+        raise Wrong(f'answer_5[{key!r}] should be "gradient", "deconvnet", "guided" or "none", got {v!r}')
+    return v.strip().lower()
+
+
+@exercise("06.5", "which rule's map is the same for every photo, on a model without and with max-pooling")
+def check_5(answer, *, flat_model, pool_model, images, flat_target: int, pool_target: int):
+    if not isinstance(answer, dict) or set(answer) != {"no max-pool", "max-pool"}:
+        keys = sorted(answer) if isinstance(answer, dict) else type(answer).__name__
+        raise Wrong(f"give {_FORM_5}; got {keys}")
+    if len(images) != 2:
+        raise ValueError(f"check_5 compares two photos, got {len(images)}")
+    flat, pool = _choice(answer, "no max-pool"), _choice(answer, "max-pool")
+    fname = getattr(flat_model, "name", type(flat_model).__name__)
+    pname = getattr(pool_model, "name", type(pool_model).__name__)
+    changes = {rule: _change(flat_model, rule, images, flat_target) for rule in RULES}
+    same = [rule for rule in RULES if changes[rule] < _TOL_5]
+    fact_flat = same[0] if len(same) == 1 else "none"
+    if flat != fact_flat:
+        if flat in ("gradient", "guided"):
+            raise Wrong(f"measured on {fname}: the two photos' {flat} maps differ by up to {changes[flat]:.0%} of "
+                        f"the map's maximum. {flat} keeps the forward condition (f > 0) at every ReLU, and f "
+                        f"changes with the photo; which rule ignores f?")
+        if flat == "none":
+            raise Wrong(f"measured on {fname}: the two photos' {fact_flat} maps are the same (they differ by "
+                        f"{changes[fact_flat]:.1e} of the maximum). The deconvnet ignores f at every ReLU, and "
+                        f"every other layer of this model (convolutions, batch norm, sums, average pooling) is "
+                        f"crossed by a fixed linear map")
+        raise Wrong(f"measured on {fname}: the {flat} maps of the two photos differ by {changes[flat]:.1e} of the "
+                    f"maximum, the {fact_flat} maps are the same")
+    # on the max-pool model only the deconvnet can be photo-independent (the other two read f everywhere)
+    pool_change = _change(pool_model, "deconvnet", images, pool_target)
+    fact_pool = "deconvnet" if pool_change < _TOL_5 else "none"
+    if pool != fact_pool:
+        if pool == "deconvnet":
+            raise Wrong(f"measured on {pname}: its two deconvnet maps differ by up to {pool_change:.0%} of the "
+                        f"maximum. The backward pass through a max-pool sends the signal to the position of the "
+                        f"maximum in the forward pass (Zeiler & Fergus's switches), and the photo decides where "
+                        f"that is")
+        if pool in ("gradient", "guided"):
+            raise Wrong(f"{pool} reads f (f > 0) at every ReLU on any model, so its map changes with the photo; "
+                        f"and on {pname} even the deconvnet's does (the max-pool switches)")
+        raise Wrong(f"measured on {pname}: its two deconvnet maps are the same ({pool_change:.1e} of the maximum)")
