@@ -89,3 +89,22 @@ def test_wrong_answer_raises_outside_student_mode(setup):
         lesson09.check_1("fc", layers=LAYERS, mean_ssim=np.linspace(1, 0, len(LAYERS)))
     with pytest.raises(ExerciseError, match="not done yet"):
         lesson09.check_4(..., images=setup[2], original=setup[1][0])
+
+
+def test_1_accepts_a_portable_stage_name():
+    model = load_model()
+    ssim = np.array([0.9, 0.7, 0.4, 0.2, 0.06, 0.05])
+    check = lambda p: lesson09.check_1(p, layers=LAYERS, mean_ssim=ssim, model=model)
+    assert check("first_conv").ok                       # Lite0's first_conv is its stem
+    assert "the measured winner is 'stem'" in hint(check("embedding"))   # embedding is pool
+    assert "not one of the inverted layers" in hint(check("late"))       # block6: not inverted here
+
+
+def test_3_names_the_penultimate_layer_it_was_given(setup):
+    model, x0, recon, starts = setup
+    target, pool_target = features(model, x0, "block3")["block3"], features(model, x0, "embedding")["embedding"]
+    err = lambda x, layer, t: (((features(model, x, layer)[layer] - t) ** 2).flatten(1).sum(1) / (t**2).sum())
+    check = lambda a: lesson09.check_3(a, model=model, images=recon, layer="block3", target=target, starts=starts,
+                                       pool_target=pool_target, pool_layer="embedding")
+    assert check(err(recon, "block3", target)).ok
+    assert "errors at 'embedding'" in hint(check(err(recon, "embedding", pool_target)))

@@ -33,20 +33,35 @@ def _f64(t: torch.Tensor) -> torch.Tensor:
     return t.detach().cpu().to(torch.float64)
 
 
+def _same_layer(model, name: str, layers: Sequence[str]) -> str | None:
+    """The inverted layer that ``name`` (an alias or a portable stage name) resolves to, if any."""
+    from .._names import resolve_layer
+
+    try:
+        dotted = resolve_layer(model, name)[0]
+    except KeyError:
+        return None
+    return next((l for l in layers if resolve_layer(model, l)[0] == dotted), None)
+
+
 @exercise("09.1", "predict which layer's code gives the reconstruction most like the photo")
-def check_1(prediction, *, layers: Sequence[str], mean_ssim) -> None:
+def check_1(prediction, *, layers: Sequence[str], mean_ssim, model=None) -> None:
+    """``model`` (optional): lets a prediction be a portable stage name ("first_conv") of an inverted layer."""
     if not isinstance(prediction, str):
-        raise Wrong(f"write the layer's name as a string, e.g. \"block4\"; got {type(prediction).__name__}")
+        raise Wrong(f"write the layer's name as a string, e.g. {list(layers)[-1]!r}; got {type(prediction).__name__}")
     if prediction not in layers:
-        near = difflib.get_close_matches(prediction, list(layers), n=3)
-        raise Wrong(f"{prediction!r} is not one of the inverted layers {list(layers)}"
-                    + (f" (did you mean {near[0]!r}?)" if near else ""))
+        same = _same_layer(model, prediction, layers) if model is not None else None
+        if same is None:
+            near = difflib.get_close_matches(prediction, list(layers), n=3)
+            raise Wrong(f"{prediction!r} is not one of the inverted layers {list(layers)}"
+                        + (f" (did you mean {near[0]!r}?)" if near else ""))
+        prediction = same
     s = np.asarray(mean_ssim, dtype=float)
     best = list(layers)[int(s.argmax())]
     if prediction != best:
         mine = s[list(layers).index(prediction)]
         raise Wrong(f"the measured winner is {best!r} (mean SSIM {s.max():.2f}), {prediction!r} reached {mine:.2f}. "
-                    "Each stage can only discard information about the pixels (strided convolutions, ReLU6 "
+                    "Each stage can only discard information about the pixels (strided convolutions, ReLU "
                     "clipping, pooling), never add it, so the shallowest code, which still has more numbers "
                     "than the image has pixels, is the easiest to invert; depth buys invariance, not detail")
 
@@ -77,7 +92,8 @@ def check_2(answer, *, reconstruction: torch.Tensor, original: torch.Tensor, oth
 
 @exercise("09.3", "the relative feature error at block3 of each pool reconstruction")
 def check_3(answer, *, model, images: torch.Tensor, layer: str, target: torch.Tensor, starts: torch.Tensor,
-            pool_target: torch.Tensor) -> None:
+            pool_target: torch.Tensor, pool_layer: str = "pool") -> None:
+    """``pool_layer``: the penultimate layer that ``images`` were inverted from (``pool_target`` is its code)."""
     from ..objectives import features
 
     if not isinstance(answer, (torch.Tensor, np.ndarray)):
@@ -101,8 +117,8 @@ def check_3(answer, *, model, images: torch.Tensor, layer: str, target: torch.Te
         return
     if (a < 0).any():
         raise Wrong("an error is negative: a squared distance divided by a squared norm is >= 0")
-    if torch.allclose(a, errors(images, "pool", pool_target)[0], rtol=1e-3):
-        raise Wrong(f"those are the errors at 'pool' (the figure's numbers): measure the codes at {layer!r}, "
+    if torch.allclose(a, errors(images, pool_layer, pool_target)[0], rtol=1e-3):
+        raise Wrong(f"those are the errors at {pool_layer!r} (the figure's numbers): measure the codes at {layer!r}, "
                     f"against the photo's {layer!r} code")
     if torch.allclose(a, ref * n0, rtol=1e-3):
         raise Wrong("not normalized: divide the squared distance by ||φ0||², the squared norm of the photo's code")
