@@ -43,8 +43,8 @@ def diagnose(answer, mistakes: Mapping[str, Any], rel: float = 1e-4) -> None:
             raise Wrong(hint)
 
 
-@exercise("07.1", "Grad-CAM of block6 by hand, as a (7, 7) map")
-def check_1(answer, *, model, x, target: int, layer: str = "block6"):
+@exercise("07.1", "Grad-CAM of one layer by hand (the stage late: block6 on Lite0), as one (h, w) map")
+def check_1(answer, *, model, x, target: int, layer: str = "late"):
     from ..attribution import gradcam
     from ..hooks import capture
 
@@ -158,7 +158,7 @@ def check_4(answer, *, model, collage, target: int):
         "that is the fraction *kept* (p_hidden / p_full); the fraction lost is 1 minus it": p_right / p_full,
         "that is the absolute drop p_full - p_hidden; give it relative to p_full": p_full - p_right,
         "you greyed out the left half (the cat): hide the dog's half, columns W/2 .. W-1": 1 - p_left / p_full,
-        "you filled the half with black (0); use the model's mean colour, 0.5, as occlusion does":
+        "you filled the half with black (0); use the model's mean colour (model.mean, 0.5 on Lite0), as occlusion does":
             1 - p_black / p_full,
     }, rel=1e-3)
     raise Wrong(f"{v:.4f}, but greying out the right half takes p from {p_full:.4f} to {p_right:.4f}, "
