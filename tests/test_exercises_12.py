@@ -85,6 +85,20 @@ def test_3_small_budget(student_mode, nets, photo):
     assert not lesson12.check_3(..., ..., **ctx).done
 
 
+def test_3_untrained_model_checks_the_formulas_not_the_success(student_mode, nets, photo):
+    model, eps = nets[0], 2 / 255
+    target = int(model(photo).argmin())                                 # the least likely class: one step is not enough
+    weak = pgd(model, photo, eps=eps, steps=1, alpha=0.5 / 255, target=target)
+    with torch.no_grad():
+        p = float(model(weak).softmax(-1)[0, target])
+    ctx = dict(model=model, x=photo, target=target, eps=eps)
+    assert p <= 0.5
+    rejected(lesson12.check_3(weak, p, **ctx), "only")                  # trained: the attack must succeed
+    assert lesson12.check_3(weak, p, **ctx, trained=False).ok           # untrained: budget, image and p only
+    rejected(lesson12.check_3(weak, 1.5, **ctx, trained=False), "not a probability")
+    rejected(lesson12.check_3(photo.clone(), p, **ctx, trained=False), "equals the photo")
+
+
 def test_4_transfer(student_mode, nets):
     maker, other = nets
     images = torch.rand(20, 3, 16, 16, generator=torch.Generator().manual_seed(3))
@@ -96,7 +110,7 @@ def test_4_transfer(student_mode, nets):
     assert 0 < fraction < 1 and by_maker != fraction
     ctx = dict(other=other, maker=maker, images=images, classes=classes)
     assert lesson12.check_4(fraction, **ctx).ok
-    rejected(lesson12.check_4(by_maker, **ctx), "made for (Lite0)")
+    rejected(lesson12.check_4(by_maker, **ctx), "made for (`model`, Lite0)")
     rejected(lesson12.check_4(100 * fraction, **ctx), "percentage")
     rejected(lesson12.check_4(20 * fraction, **ctx), "a count")
     rejected(lesson12.check_4([fraction], **ctx), "one number")

@@ -75,7 +75,8 @@ def check_2(predicted, actual, *, model, x, label, eps):
 
 
 @exercise("12.3", "PGD with eps = 2/255: the adversarial school bus and its probability of ostrich")
-def check_3(x_adv, p, *, model, x, target, eps):
+def check_3(x_adv, p, *, model, x, target, eps, trained=True):
+    """``trained=False`` (an untrained model): the budget, the image and ``p`` are checked, not the attack's success."""
     if not isinstance(x_adv, torch.Tensor) or tuple(x_adv.shape) != tuple(x.shape):
         shape = tuple(x_adv.shape) if isinstance(x_adv, torch.Tensor) else type(x_adv).__name__
         raise Wrong(f"the adversarial image is {shape}; expected {tuple(x.shape)} like the photo "
@@ -97,7 +98,7 @@ def check_3(x_adv, p, *, model, x, target, eps):
         if abs(p - probs.max()) < 1e-4:
             raise Wrong("that is the probability of the top class; the question asks for the target's (ostrich)")
         raise Wrong(f"p = {p:.4f}, but your image gives ostrich a probability of {probs[target]:.4f}")
-    if p <= 0.5:
+    if trained and p <= 0.5:
         raise Wrong(f"p(ostrich) = {p:.3f} only: attack towards target=ostrich with step ALPHA and PGD_STEPS steps")
 
 
@@ -113,5 +114,5 @@ def check_4(fraction, *, other, maker, images, classes):
         raise Wrong(f"that is a count: divide by the number of images ({len(want)})")
     if abs(fraction - f_other) > 1e-6:
         if abs(fraction - f_maker) < 1e-6:
-            raise Wrong("that is the model the images were made for (Lite0): ask `lite2`")
+            raise Wrong("that is the model the images were made for (`model`, Lite0): ask the other network")
         raise Wrong("not the share of images whose Lite2 top-1 class is the class they were made for")
