@@ -115,3 +115,10 @@ def test_wrong_answer_raises_in_a_shipped_lesson():
     exercises.student_copy(False)
     with pytest.raises(ExerciseError, match="11.1"):
         lesson11.check_1("falls", ratios=[0.01, 1000], content_end=torch.tensor([0.1, 2.0]))
+
+
+def test_1_on_untrained_weights_says_it_cannot_test_the_prediction(student_mode, capsys):
+    ratios, content_end = [0.01, 1000], torch.tensor([0.2, 0.1])       # untrained: the content loss fell
+    assert lesson11.check_1("rises", ratios=ratios, content_end=content_end, trained=False).ok
+    assert "cannot test your prediction" in capsys.readouterr().out
+    rejected(lesson11.check_1("up", ratios=ratios, content_end=content_end, trained=False), "'rises' or 'falls'")
