@@ -70,6 +70,48 @@ def test_2_receptive_field_of_block3(model, photos):
     assert not lesson01.check_2(..., **ctx).done
 
 
+def test_2_on_another_model_with_max_pooling():
+    """AlexNet's relu3 (the early_mid layer on another model): hints without Lite0's layers, and with max-pooling
+    the gradient need only lie inside the predicted box."""
+    from cnnviz_helpers.receptive import ReceptiveField
+
+    chain = [(11, 4, 2), (3, 2, 0), (5, 1, 2), (3, 2, 0), (3, 1, 1)]      # AlexNet up to relu3
+    r, j, a = recursion(chain)
+    rf = ReceptiveField(size=(r, r), stride=(j, j), start=(a, a))
+    unit, size = (4, 6), (224, 224)
+    box = (max(a + 4 * j, 0), max(a + 6 * j, 0), min(a + 4 * j + r - 1, 223), min(a + 6 * j + r - 1, 223))
+    inside = (box[0] + 3, box[1] + 1, box[2] - 2, box[3])                 # max-pooling: part of the box
+    ctx = dict(rf=rf, support=inside, unit=unit, size=size, layer="relu3", exact=False)
+    assert lesson01.check_2((r, j, a), **ctx).ok
+    assert "nonzero on" in hint(lesson01.check_2((r, j, a), **{**ctx, "exact": True}))
+    outside = (box[0] - 1, box[1], box[2], box[3])
+    assert "outside it" in hint(lesson01.check_2((r, j, a), **{**ctx, "support": outside}))
+    assert "stride-2 layer up to relu3" in hint(lesson01.check_2(recursion(chain[:1] + chain[2:]), **ctx))
+    small = hint(lesson01.check_2(recursion(chain[:-1]), **ctx))
+    assert "relu3" in small and "block3" not in small
+    assert "of each layer" in hint(lesson01.check_2((r, j, a + 1), **ctx))
+
+
+def test_3_ties_are_right_answers(model, photos):
+    """A unit that never fires (all maxima 0, common after a ReLU in an untrained network) ties every photo and
+    every position: any of them is the best."""
+    from cnnviz_helpers.models import imagenet_categories
+    categories = imagenet_categories()
+    with capture(model, ["block4"]) as rec, torch.no_grad():
+        model(photos.all)
+        maps = rec["block4"]
+    maxima = maps.flatten(2).amax(2)
+    maxima[:, 42] = maxima[0, 42]                                     # every photo tied for unit 42
+    ctx = dict(model=model, photos=photos, maxima=maxima, categories=categories)
+    rf = receptive_field(model, "block4")
+    for p in (0, 3):
+        i, j = divmod(int(maps[p, 42].argmax()), maps.shape[-1])
+        centre = (rf.start[0] + i * rf.stride[0] + (rf.size[0] - 1) // 2,
+                  rf.start[1] + j * rf.stride[1] + (rf.size[1] - 1) // 2)
+        assert lesson01.check_3((categories[photos.classes[p]], centre), **ctx).ok
+    assert "not of class" in hint(lesson01.check_3(("tabby", centre), **ctx))
+
+
 def test_3_best_photo_and_centre(model, photos):
     from cnnviz_helpers.models import imagenet_categories
     categories = imagenet_categories()

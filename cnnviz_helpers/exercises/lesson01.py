@@ -34,59 +34,79 @@ def check_1(prediction, *, measured: str, choices=("block2", "head")) -> None:
 
 
 @exercise("01.2", "(r, j, a) of block3 by the recursion")
-def check_2(answer, *, rf, support, unit, size) -> None:
-    """``rf``: block3's traced receptive field; ``support``: (top, left, bottom, right) of the nonzero input
-    gradient of block3's unit ``unit`` = (i, j) on an image of ``size`` = (H, W): no formula involved."""
+def check_2(answer, *, rf, support, unit, size, layer: str = "block3", exact: bool = True) -> None:
+    """``rf``: the traced receptive field of ``layer`` (EfficientNet-Lite0's ``block3``, or another model's
+    ``early_mid`` layer, named as that model names it); ``support``: (top, left, bottom, right) of the nonzero
+    input gradient of its unit ``unit`` = (i, j) on an image of ``size`` = (H, W): no formula involved.
+    ``exact``: the gradient fills the whole box (no max-pooling); else it only has to lie inside it."""
     r, j, a = _ints(answer, 3, "the tuple (r, j, a) that recursion(chain_3) returns: three ints")
     true_r, true_j, true_a = rf.size[0], rf.stride[0], rf.start[0]
+    lite0 = layer == "block3"                    # the hints that name Lite0's layers
     if j != true_j:
         if j * 2 == true_j:
-            raise Wrong("the jump j should double at block3.1, which has stride 2")
-        raise Wrong("j is the product of all the strides up to block3 (stem 2, block2.1 2, block3.1 2)")
+            raise Wrong("the jump j should double at block3.1, which has stride 2" if lite0 else
+                        f"the jump j is half what it should be: a stride-2 layer up to {layer} is missing")
+        raise Wrong("j is the product of all the strides up to block3 (stem 2, block2.1 2, block3.1 2)" if lite0 else
+                    f"j is the product of all the strides up to {layer}")
     if r != true_r:
         if r > true_r:
             raise Wrong("r is too large: a layer adds (k - 1) times the jump *before* it, j_{l-1}, not after it")
-        raise Wrong("r is too small: both block3 convolutions are 5x5, each adds (5 - 1) * j_{l-1}")
+        raise Wrong("r is too small: both block3 convolutions are 5x5, each adds (5 - 1) * j_{l-1}" if lite0 else
+                    f"r is too small: every layer up to {layer} adds (k - 1) * j_{{l-1}}; is one missing?")
     if a != true_a:
         if a == -true_a:
             raise Wrong("a has the wrong sign: top padding moves the first row a unit sees above the image")
-        raise Wrong("a is off: a_l = a_{l-1} - p_l j_{l-1}, with the *top* padding p (1 for block3.1, 2 for "
-                    "block3.2), multiplied by the jump before the layer")
+        raise Wrong("a is off: a_l = a_{l-1} - p_l j_{l-1}, with the *top* padding p "
+                    + ("(1 for block3.1, 2 for block3.2), " if lite0 else "of each layer, ")
+                    + "multiplied by the jump before the layer")
     (i, jj), (H, W) = unit, size
     box = (max(a + i * j, 0), max(a + jj * j, 0), min(a + i * j + r - 1, H - 1), min(a + jj * j + r - 1, W - 1))
-    if box != tuple(support):
+    t, l, b, rr = support
+    if exact and box != tuple(support):
         raise Wrong(f"your (r, j, a) predict the box {box} for unit {unit}, but its gradient is nonzero on {support}")
+    if not exact and not (box[0] <= t and box[1] <= l and b <= box[2] and rr <= box[3]):
+        raise Wrong(f"your (r, j, a) predict the box {box} for unit {unit}, but its gradient is nonzero on "
+                    f"{support}, outside it")
 
 
 @exercise("01.3", "the best photo of block4 unit 42 and the pixel at its receptive field's centre")
 def check_3(answer, *, model, photos, maxima, categories, unit=42, layer="block4") -> None:
     """``maxima``: (N, C) every photo's maximum for every unit (a full pass, not the streaming top-9);
-    ``photos``: has ``.image(p)`` and ``.classes``. The check reruns the model on the best photo."""
+    ``photos``: has ``.image(p)`` and ``.classes``. The check reruns the model on the best photo.
+    Ties are right answers: photos whose maximum equals the best (a unit that never fires, common in an
+    untrained network, ties every photo at 0), and positions of a map where its maximum is reached twice."""
     from .. import capture, receptive_field     # the public API the lesson uses
 
     if not (isinstance(answer, tuple) and len(answer) == 2):
         raise Wrong("answer_3 should be a pair (class name, (row, column))")
     name, centre = answer
     order = maxima[:, unit].argsort(descending=True)
-    best = int(order[0])
+    top = float(maxima[order[0], unit])
+    tied = [int(p) for p in order if float(maxima[p, unit]) >= top - 1e-5 * max(1.0, abs(top))]   # the best photos
     if not isinstance(name, str):
         raise Wrong(f"give the class *name* as a string (categories[...]), got {type(name).__name__}")
-    if name != categories[photos.classes[best]]:
+    names = [categories[photos.classes[p]] for p in tied]
+    if name not in names:
+        best = tied[0]
         if name == categories[best]:
             raise Wrong("you looked the photo's index up in categories: photos.classes[p] is its class index")
         if len(order) > 1 and name == categories[photos.classes[int(order[1])]]:
             raise Wrong("that is the class of the unit's *second* best photo: rank 0 is the best")
         raise Wrong(f"the photo with the largest activation of {layer} unit {unit} is not of class {name!r}")
+    best = tied[names.index(name)]
     row, col = _ints(centre, 2, "the centre as (row, column) pixel coordinates: two ints")
     with capture(model, [layer]) as rec, torch.no_grad():
         model(photos.image(best).to(next(model.parameters()).device))
     a = rec[layer][0, unit]                                                       # (h, w)
-    i, j = divmod(int(a.argmax()), a.shape[1])
     rf = receptive_field(model, layer)
     half = ((rf.size[0] - 1) // 2, (rf.size[1] - 1) // 2)
-    want = (rf.start[0] + i * rf.stride[0] + half[0], rf.start[1] + j * rf.stride[1] + half[1])
-    if (row, col) == want:
+    peak = float(a.max())
+    centres = [(rf.start[0] + int(i) * rf.stride[0] + half[0], rf.start[1] + int(j) * rf.stride[1] + half[1])
+               for i, j in (a >= peak - 1e-5 * max(1.0, abs(peak))).nonzero().tolist()]  # every position of the max
+    if (row, col) in centres:
         return
+    i, j = divmod(int(a.argmax()), a.shape[1])
+    want = (rf.start[0] + i * rf.stride[0] + half[0], rf.start[1] + j * rf.stride[1] + half[1])
     if (row, col) == (i, j):
         raise Wrong(f"({i}, {j}) is the position on the {a.shape[0]}x{a.shape[1]} map: convert it to input "
                     "pixels with the receptive field, start + position * stride + (size - 1) / 2")
