@@ -14,7 +14,7 @@ from ._loop import Step, _callbacks, optimize
 from .objectives import Objective, log_prob
 from .params import from_image
 
-__all__ = ["linf_ball", "fgsm", "pgd", "robust_accuracy", "RobustAccuracy"]
+__all__ = ["linf_ball", "fgsm", "pgd", "penalized_attack", "robust_accuracy", "RobustAccuracy"]
 
 ATTACKS = ("fgsm", "pgd")
 
@@ -124,6 +124,54 @@ def pgd(
     if res.interrupted:  # unlike optimize, an attack does not return a half-finished image on Ctrl-C
         raise KeyboardInterrupt
     return res.image
+
+
+def penalized_attack(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: int | Sequence[int],
+    *,
+    c: float = 0.05,
+    steps: int = 50,
+    lr: float = 1 / 255,
+) -> torch.Tensor:
+    """Szegedy et al. (2014)'s penalized form (lesson 12): ``min_r c·||r||_2 + CE(f(x + r), target)``,
+    ``x + r`` kept in [0,1], with Adam (step ``lr`` on the [0,1] scale) instead of their box-constrained L-BFGS.
+
+    No budget: ``c`` trades the size of the change against the success (large ``c``: small ``r``, the
+    target may not be reached; ``c = 0``: an unpenalized targeted attack). ``x``: ``(N,3,H,W)`` in [0,1];
+    ``target``: one class or one per image; each image is penalized by its own ``||r||_2`` (per image,
+    so a batch gives the same images as one call per image). Returns ``x + r``, same shape, in [0,1].
+
+    >>> x_adv = penalized_attack(model, x, target=9, c=0.05, steps=50)
+    """
+    from ._checks import check_image
+    from .hooks import frozen
+
+    x = check_image(x, "penalized_attack's x")
+    c = check_number(c, "c", lo=0, must="a number >= 0 (the weight of ||r||_2)")
+    steps = check_int(steps, "steps", lo=1, must="a positive integer")
+    lr = check_number(lr, "lr", above=0, must="a positive step size")
+    device = next(model.parameters()).device
+    x0 = x.detach().to(device)
+    t = torch.as_tensor(target, dtype=torch.long, device=device).flatten()
+    if t.numel() == 1:
+        t = t.expand(x0.shape[0])
+    if t.numel() != x0.shape[0]:
+        raise ValueError(f"penalized_attack got {x0.shape[0]} images and {t.numel()} targets: give one target "
+                         "or one per image")
+    r = torch.zeros_like(x0, requires_grad=True)
+    opt = torch.optim.Adam([r], lr=lr)
+    with frozen(model), torch.enable_grad():
+        for _ in range(steps):
+            opt.zero_grad(set_to_none=True)
+            xr = x0 + r
+            loss = c * r.flatten(1).norm(dim=1).sum() + nn.functional.cross_entropy(model(xr), t, reduction="sum")
+            loss.backward()
+            opt.step()
+            with torch.no_grad():          # the box constraint: x + r in [0, 1]
+                r.copy_((x0 + r).clamp(0, 1) - x0)
+    return (x0 + r.detach()).clamp(0, 1)
 
 
 @dataclass(frozen=True)

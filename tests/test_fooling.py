@@ -150,3 +150,49 @@ def test_attacks_leave_the_model_untouched():
     assert_untouched(m, lambda m: fgsm(m, x, eps=2 / 255, label=1))
     assert_untouched(m, lambda m: pgd(m, x, eps=4 / 255, steps=3, target=2, until=0.99))
     assert_untouched(m, lambda m: pgd(m, x, eps=math.inf, steps=3, target=2), raises=ValueError)
+
+
+# ---- Szegedy et al.'s penalized attack (lesson 12, issue 14) ----
+
+def _tiny_linear(seed=0):
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 5)).eval()
+    x = 0.2 + 0.6 * torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(seed))
+    return net, x
+
+
+def test_penalized_attack_first_step_is_adams_sign_step():
+    from cnnviz_helpers.attacks import penalized_attack
+    net, x = _tiny_linear()
+    target = [1, 2, 3, 4]
+    xr = x.clone().requires_grad_(True)
+    loss = torch.nn.functional.cross_entropy(net(xr), torch.tensor(target), reduction="sum")
+    g, = torch.autograd.grad(loss, xr)
+    # at r = 0 the penalty's (sub)gradient is 0 and Adam's first step is lr * g / (|g| + 1e-8): a sign step
+    want = (x - 0.01 * g / (g.abs() + 1e-8)).clamp(0, 1)
+    got = penalized_attack(net, x, target, c=1.0, steps=1, lr=0.01)
+    assert torch.allclose(got, want, atol=1e-6)
+
+
+def test_penalized_attack_trades_size_for_success():
+    from cnnviz_helpers.attacks import penalized_attack
+    net, x = _tiny_linear(1)
+    target = 3
+    sizes, probs = [], []
+    for c in [0.0, 1.0, 30.0]:
+        xa = penalized_attack(net, x, target, c=c, steps=60, lr=0.01)
+        assert xa.shape == x.shape and float(xa.min()) >= 0 and float(xa.max()) <= 1
+        sizes.append(float((xa - x).flatten(1).norm(dim=1).mean()))
+        with torch.no_grad():
+            probs.append(float(net(xa).softmax(-1)[:, target].mean()))
+    assert sizes[0] > sizes[1] > sizes[2]          # a larger c keeps the change smaller ...
+    assert probs[0] > probs[2]                     # ... and reaches the target less
+    with torch.no_grad():
+        assert (net(penalized_attack(net, x, target, c=0.0, steps=60, lr=0.01)).argmax(-1) == target).all()
+    # one target per image, and a batch gives what one call per image gives
+    one = penalized_attack(net, x[1:2], target, c=1.0, steps=20, lr=0.01)
+    assert torch.allclose(penalized_attack(net, x, [target] * 4, c=1.0, steps=20, lr=0.01)[1:2], one, atol=1e-5)
+    with pytest.raises(ValueError, match="targets"):
+        penalized_attack(net, x, [1, 2], c=1.0)
+    with pytest.raises(ValueError, match="c must"):
+        penalized_attack(net, x, 1, c=-1.0)
