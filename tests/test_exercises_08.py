@@ -25,6 +25,10 @@ def test_1(student_mode):
     rejected(L.check_1(64, measured_width=67), "one of 10, 30, 70, 150")
     rejected(L.check_1("70", measured_width=67), "one of")
     assert not L.check_1(..., measured_width=67).done
+    # another model: the page passes its layer's name and its units' spacing (VGG16's relu3_3: 40 pixels)
+    assert L.check_1(30, measured_width=40, layer="early_mid (relu3_3)", stride=4).ok
+    rejected(L.check_1(70, measured_width=40, layer="early_mid (relu3_3)", stride=4), "too large",
+             "early_mid (relu3_3)'s units are 4 pixels apart (2 stride-2 steps)")
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +56,7 @@ def test_2(block3, student_mode):
     rejected(L.check_2((t, l, t + 3, l + 3), **ctx), "covers only")
     rejected(L.check_2((float(t), l, b, r), **ctx), "int")
     rejected(L.check_2((t, l, b), **ctx), "four pixel indices")
+    rejected(L.check_2((0, 0, SIZE - 1, SIZE - 1), layer="early_mid", **ctx), "centre of early_mid's map")
     assert not L.check_2(..., **ctx).done
 
 
@@ -76,6 +81,19 @@ def test_3(model, run3, student_mode):
     rejected(L.check_3(objective, image[0], **ctx), "(1, 3, 96, 96)")
     rejected(L.check_3(objective, torch.full_like(image, 0.5), **ctx), "went *down*")
     assert not L.check_3(objective, ..., **ctx).done
+
+
+def test_3_on_any_model(model, run3, student_mode):
+    """The page names the layer by its stage name and passes the column; untrained, a unit need only not go down."""
+    objective, image = run3
+    ctx = dict(model=model, size=SIZE)
+    assert L.check_3(obj.neuron("mid", 5, 2, 5) - 1000.0 * obj.tv(), image, layer="mid", **ctx).ok   # mid = block4
+    assert L.check_3(objective, image, layer="mid", **ctx).ok                  # block4 is the same layer
+    rejected(L.check_3(obj.neuron("block5", 5, 2, 5) - 1000.0 * obj.tv(), image, layer="mid", **ctx),
+             "the unit is in 'mid' only")
+    grey = torch.full_like(image, 0.5)
+    assert L.check_3(objective, grey, min_rise=0.0, **ctx).ok                # unchanged: not down
+    rejected(L.check_3(objective, grey, **ctx), "went *down*")                # a trained unit must rise
 
 
 def test_4(student_mode):

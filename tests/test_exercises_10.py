@@ -50,6 +50,10 @@ def test_2_normalized_step(setup):
     assert "the photo's shape (1, 3, 64, 80)" in hint(check((photo + LR * g / g.abs().mean())[0]))
     assert "should be a tensor" in hint(check(photo.numpy()))
     assert not check(...).done
+    other = lambda a: lesson10.check_2(a, photo=photo, loop_image=loop, lr=LR, layer="early_mid")
+    assert other((photo + LR * g / g.abs().mean()).clamp(0, 1)).ok
+    noise = 0.01 * torch.randn(photo.shape, generator=torch.Generator().manual_seed(1))
+    assert "mean of h² at 'early_mid'" in hint(other((photo + noise).clamp(0, 1)))
 
 
 def test_3_octave_heights():

@@ -20,15 +20,19 @@ __all__ = ["RF_OPTIONS", "check_1", "check_2", "check_3", "check_4"]
 RF_OPTIONS = (10, 30, 70, 150)
 
 
-@exercise("08.1", "predict the width in pixels of a block3 unit's receptive field")
-def check_1(prediction, *, measured_width: int, options: Sequence[int] = RF_OPTIONS):
+@exercise("08.1", "predict the width in pixels of an early_mid unit's receptive field (block3 on Lite0)")
+def check_1(prediction, *, measured_width: int, options: Sequence[int] = RF_OPTIONS, layer: str = "block3",
+            stride: int = 8):
+    """``layer``: the layer's name as the page shows it; ``stride``: its units' spacing in pixels (``rf.stride``)."""
     if isinstance(prediction, bool) or not isinstance(prediction, (int, float)) or prediction not in options:
         raise Wrong(f"answer with one of {', '.join(map(str, options))} (pixels), got {prediction!r}")
     fact = min(options, key=lambda o: abs(math.log(o / measured_width)))
     if prediction != fact:
         side = "small" if prediction < fact else "large"
-        raise Wrong(f"too {side}: measured {measured_width} pixels, closest to {fact}. block3's units are "
-                    f"8 pixels apart (three stride-2 stages), and every k×k convolution after a stride-s "
+        steps = round(math.log2(stride)) if stride >= 1 and 2 ** round(math.log2(stride)) == stride else None
+        why = f" ({steps} stride-2 steps)" if steps else ""
+        raise Wrong(f"too {side}: measured {measured_width} pixels, closest to {fact}. {layer}'s units are "
+                    f"{stride} pixels apart{why}, and every k×k convolution after a stride-s "
                     f"step widens the field by (k - 1)·s pixels, so the field grows fast with depth")
 
 
@@ -48,7 +52,7 @@ def _int4(answer) -> tuple[int, int, int, int]:
 
 
 @exercise("08.2", "the bounding box (top, left, bottom, right) of the gradient's support")
-def check_2(answer, *, rf_box: Sequence[int], size: int):
+def check_2(answer, *, rf_box: Sequence[int], size: int, layer: str = "block3"):
     t, l, b, r = _int4(answer)
     T, Lf, B, R = rf_box
     if b < t or r < l:
@@ -56,13 +60,13 @@ def check_2(answer, *, rf_box: Sequence[int], size: int):
                     f"rows first, each the smallest then the largest index")
     if (t, l, b, r) == (0, 0, size - 1, size - 1) and rf_box != (0, 0, size - 1, size - 1):
         raise Wrong("that is the whole image: did you differentiate the whole channel (all positions) "
-                    "instead of the single unit at the centre of block3's map?")
+                    f"instead of the single unit at the centre of {layer}'s map?")
     if b == B + 1 or r == R + 1:
         raise Wrong("off by one: bottom and right are the last row and column *included* (nz.max()), "
                     "not one past them")
     if t < T or l < Lf or b > B or r > R:
         raise Wrong(f"your box {answer} reaches outside the unit's receptive field {tuple(rf_box)}: a unit "
-                    f"cannot depend on pixels it never sees. Is (i, j) the centre of block3's map?")
+                    f"cannot depend on pixels it never sees. Is (i, j) the centre of {layer}'s map?")
     hf, wf = (b - t + 1) / (B - T + 1), (r - l + 1) / (R - Lf + 1)
     if min(hf, wf) < 0.6:
         raise Wrong(f"your box covers only {hf:.0%} × {wf:.0%} of the receptive field {tuple(rf_box)}: the "
@@ -78,9 +82,14 @@ def _penalty_mistakes(v, unit, other_units, pen, lam):
     }, rel=1e-4)
 
 
-@exercise("08.3", "make the unit block4[5] at row 2, column 5 fire: objective and optimized image")
+@exercise("08.3", "make an off-centre unit of mid (block4 on Lite0) fire: objective and optimized image")
 def check_3(objective, image, *, model, size: int, layer: str = "block4", k: int = 5, i: int = 2, j: int = 5,
-            lam: float = 1000.0):
+            lam: float = 1000.0, min_rise: float = 1.0):
+    """The unit ``layer``[k] at (i, j) minus ``lam``·TV, and an image that raises it by ``min_rise`` over grey.
+
+    ``min_rise`` is a trained network's behaviour (the page passes 0 on an untrained model,
+    where a unit's scale is arbitrary and it may be off: then it must only not go down).
+    """
     from .. import objectives as obj
     from ..hooks import capture
     from ..objectives import Context, Objective
@@ -88,7 +97,15 @@ def check_3(objective, image, *, model, size: int, layer: str = "block4", k: int
     if not isinstance(objective, Objective):
         raise Wrong(f"objective_3 must be an objective built from cnnviz_helpers.objectives "
                     f"(e.g. obj.neuron(...) - ...), got {type(objective).__name__}")
-    if objective.layers != (layer,):
+    from ..layers import resolve_layer
+
+    def same_layer(name) -> bool:            # 'block4' and 'mid' are one layer on Lite0
+        try:
+            return resolve_layer(model, name)[0] == resolve_layer(model, layer)[0]
+        except KeyError:
+            return False
+
+    if len(objective.layers) != 1 or not same_layer(objective.layers[0]):
         raise Wrong(f"your objective reads the layers {objective.layers}; the unit is in {layer!r} only")
     g = torch.Generator().manual_seed(0)                          # three smooth test images and a flat one
     coarse = torch.rand(3, 3, max(2, size // 12), max(2, size // 12), generator=g)
@@ -97,7 +114,7 @@ def check_3(objective, image, *, model, size: int, layer: str = "block4", k: int
     with capture(model, [layer]) as rec, torch.no_grad():
         logits = model(imgs)
         a = rec[layer]                                            # (N, C, h, w): measured by a forward pass
-    ctx = Context(image=imgs, input=imgs, logits=logits, activations={layer: a})
+    ctx = Context(image=imgs, input=imgs, logits=logits, activations={objective.layers[0]: a})
     try:
         with torch.no_grad():
             v = objective(ctx).double().cpu()
@@ -126,12 +143,12 @@ def check_3(objective, image, *, model, size: int, layer: str = "block4", k: int
     with capture(model, [layer]) as rec, torch.no_grad():
         model(torch.cat([torch.full_like(im, 0.5), im]).float().to(imgs.device))
         before, after = (float(u) for u in rec[layer][:, k, i, j])
-    if after <= before:
+    if after < before or (min_rise > 0 and after <= before):
         raise Wrong(f"the unit went *down*, {before:.3f} -> {after:.3f}: optimize maximizes its objective; "
                     f"is the unit's term positive?")
-    if after < before + 1.0:
-        raise Wrong(f"the unit rose only from {before:.3f} to {after:.3f} (at least +1 expected): start from "
-                    f"params.pixels and run NSTEPS steps with lr=0.02")
+    if after < before + min_rise:
+        raise Wrong(f"the unit rose only from {before:.3f} to {after:.3f} (at least +{min_rise:g} expected): start "
+                    f"from params.pixels and run NSTEPS steps with lr=0.02")
 
 
 @exercise("08.4", "each class image's probability of its own class, by a numpy softmax of the logits")

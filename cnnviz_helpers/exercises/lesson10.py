@@ -24,8 +24,8 @@ def _tensor_like(answer, like: torch.Tensor, what: str) -> torch.Tensor:
     return answer.detach().to(like.device, torch.float64)
 
 
-@exercise("10.2", "one normalized DeepDream step at block3, by hand")
-def check_2(answer, *, photo: torch.Tensor, loop_image: torch.Tensor, lr: float) -> None:
+@exercise("10.2", "one normalized DeepDream step at early_mid (block3 on Lite0), by hand")
+def check_2(answer, *, photo: torch.Tensor, loop_image: torch.Tensor, lr: float, layer: str = "block3") -> None:
     x = _tensor_like(answer, photo, "the stepped image")
     p, ref = photo.to(torch.float64), loop_image.to(torch.float64)
     if x.min() < 0 or x.max() > 1:
@@ -46,8 +46,8 @@ def check_2(answer, *, photo: torch.Tensor, loop_image: torch.Tensor, lr: float)
     if torch.allclose(mine, scale * theirs, rtol=1e-3, atol=1e-6):
         raise Wrong(f"the right direction but {scale:.3g} times the step: divide g by mean|g| over all of the "
                     "image's values (the mean of the absolute value; not the sum, not the max, not mean g)")
-    raise Wrong("the step's direction differs from the loop's: is g the gradient of the mean of h² at "
-                "'block3' with respect to the photo (no jitter)?")
+    raise Wrong(f"the step's direction differs from the loop's: is g the gradient of the mean of h² at "
+                f"{layer!r} with respect to the photo (no jitter)?")
 
 
 @exercise("10.3", "the octave heights, smallest first")
@@ -77,7 +77,7 @@ def check_3(answer, *, height: int, octaves: int, scale: float) -> None:
     raise Wrong(f"octave k (0 = full size) has height round({height} / {scale}^k)")
 
 
-@exercise("10.1", "predict what the dream does to block4's negative activations")
+@exercise("10.1", "predict what the dream does to the dreamed layer's negative activations")
 def check_1(prediction, *, neg_before: float, neg_after: float) -> None:
     choices = ("grow", "shrink")
     if not isinstance(prediction, str) or prediction.strip().lower() not in choices:
