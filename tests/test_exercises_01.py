@@ -159,6 +159,30 @@ def test_4_distinct_groups():
     assert np.isclose(right["head"], lesson01._distinct(images["head"].numpy(), np.asarray(classes) // 100))
 
 
+RANGES = {"dog": [(151, 268)], "bird": [(7, 24), (80, 100), (127, 146)], "reptile/amphibian": [(25, 68)],
+          "other animal": [(0, 6), (69, 79), (101, 126), (147, 150), (269, 397)], "artefact": [(398, 923)],
+          "food": [(924, 969)], "rest": [(970, 999)]}
+
+
+def test_5_purity():
+    classes = [151, 152, 160, 200, 7, 90, 400, 500, 930, 980, 30, 300]      # 4 dogs, 2 birds, 2 artefacts, ...
+    images = torch.tensor([[0, 1, 2, 3, 4, 5, 6, 7, 8],       # 4 dogs of 9
+                           [0, 1, 2, 3, 6, 7, 8, 9, 10],
+                           [4, 5, 6, 7, 8, 9, 10, 11, 0]])    # 2 birds, 2 artefacts, 2 other animals (12 photos)
+    right = torch.tensor([4 / 9, 4 / 9, 2 / 9])                 # computed by hand
+    assert lesson01.check_5(right, images=images, classes=classes, ranges=RANGES).ok
+    assert lesson01.check_5(right.tolist(), images=images, classes=classes, ranges=RANGES).ok
+    assert "divide by the 9" in hint(lesson01.check_5(right * 9, images=images, classes=classes, ranges=RANGES))
+    assert "not one number" in hint(lesson01.check_5(right.mean(), images=images, classes=classes, ranges=RANGES))
+    assert "shape (3,)" in hint(lesson01.check_5(right[:2], images=images, classes=classes, ranges=RANGES))
+    by_100 = torch.tensor([3 / 9, 3 / 9, 3 / 9])    # class // 100: e.g. row 2 has 0, 0, 4, 5, 9, 9, 0, 3, 1
+    assert "exercise 4" in hint(lesson01.check_5(by_100, images=images, classes=classes, ranges=RANGES))
+    by_photo = torch.tensor([7 / 9, 5 / 9, 5 / 9])  # the groups of the photo indices 0-11 as if they were classes
+    assert "photo indices" in hint(lesson01.check_5(by_photo, images=images, classes=classes, ranges=RANGES))
+    assert "most common coarse group" in hint(lesson01.check_5(torch.tensor([0.5, 0.4, 0.3]), images=images,
+                                                               classes=classes, ranges=RANGES))
+    assert not lesson01.check_5(..., images=images, classes=classes, ranges=RANGES).done
+
 def test_wrong_answer_raises_outside_student_mode():
     exercises.student_copy(False)
     with pytest.raises(ExerciseError, match="an early unit"):

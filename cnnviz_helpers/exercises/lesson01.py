@@ -8,7 +8,7 @@ import torch
 
 from . import Wrong, exercise
 
-__all__ = ["check_1", "check_2", "check_3", "check_4"]
+__all__ = ["check_1", "check_2", "check_3", "check_4", "check_5"]
 
 
 def _ints(answer, n: int, what: str) -> tuple[int, ...]:
@@ -155,3 +155,43 @@ def check_4(answer, *, images: dict, classes) -> None:
             raise Wrong(f"answer_4[{name!r}] is a whole number: give the mean over the units, not one unit's count "
                         "nor a rounded value")
         raise Wrong(f"answer_4[{name!r}] is not the mean over {name}'s units of the number of distinct groups")
+
+
+def _purity(images: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """(U,) share of each row of ``images`` (U, k) whose photos' group is the row's most common one."""
+    return np.array([np.unique(groups[row], return_counts=True)[1].max() / images.shape[1] for row in images])
+
+
+@exercise("01.5", "the purity of every top-9: the share of its most common coarse group")
+def check_5(answer, *, images, classes, ranges: dict) -> None:
+    """``images``: (U, k) photo indices of each unit's or direction's top-k; ``classes``: class index of every
+    photo; ``ranges``: group name -> list of inclusive (first, last) class-index ranges covering 0..999."""
+    group = np.full(1 + max(hi for rs in ranges.values() for _, hi in rs), -1)
+    for g, rs in enumerate(ranges.values()):
+        for lo, hi in rs:
+            group[lo:hi + 1] = g
+    images, classes = np.asarray(images), np.asarray(classes)
+    if isinstance(answer, (numbers.Real, np.floating)) or (torch.is_tensor(answer) and answer.ndim == 0):
+        raise Wrong("answer_5 should hold one purity per row of the table (a (U,) tensor), not one number: "
+                    "do not average over the rows")
+    try:
+        got = np.asarray(answer.detach().cpu() if torch.is_tensor(answer) else answer, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise Wrong(f"answer_5 should be a (U,) tensor of numbers, got {type(answer).__name__}") from None
+    if got.shape != (len(images),):
+        raise Wrong(f"answer_5 should have shape ({len(images)},), one purity per row of the table; "
+                    f"got {tuple(got.shape)}")
+    true = _purity(images, group[classes])
+    if np.allclose(got, true, atol=1e-6):
+        return
+    if np.allclose(got, true * images.shape[1], atol=1e-6):
+        raise Wrong(f"those are counts of photos: divide by the {images.shape[1]} photos of a row for a share")
+    if np.allclose(got, _purity(images, group[np.arange(len(classes)) % len(group)]), atol=1e-6):
+        raise Wrong("you grouped the photo indices: a photo's group is that of its *class*, photo_group[p]")
+    if np.allclose(got, _purity(images, classes // 100), atol=1e-6):
+        raise Wrong("that is the grouping of exercise 4 (class index // 100): use photo_group, the groups of "
+                    "GROUP_RANGES")
+    if np.allclose(got, 1 / images.shape[1], atol=1e-6) or np.allclose(got, 1.0, atol=1e-6):
+        raise Wrong("every row has the same purity: did you count distinct classes or photos instead of the "
+                    "photos of the most common *group*?")
+    raise Wrong("answer_5 is not, row by row, the share of the row's photos in its most common coarse group")
