@@ -106,3 +106,22 @@ def test_wrong_answer_raises_in_a_shipped_lesson():
     exercises.student_copy(False)
     with pytest.raises(ExerciseError, match="13.1"):
         lesson13.check_1("pixels", agreement={"embedding, cosine": 0.8, "pixels, L2": 0.3})
+
+
+def test_5_self_check(student_mode):
+    g = torch.Generator().manual_seed(1)
+    classes = [3, 17, 42, 99, 500, 998]
+    logits = torch.randn(6, 1000, generator=g)
+    for j, c in enumerate(classes[:4]):
+        logits[j, c] += 6                                                # units 0-3 peak on their own photo
+    logits[5, classes[4]] += 9                                           # unit 4 peaks on photo 5
+    logits[4, 7] += 20                                                   # photo 4's top-1 is another class
+    z = logits[:, classes]
+    right = float((z.argmax(0) == torch.arange(6)).float().mean())
+    per_photo = float((z.argmax(1) == torch.arange(6)).float().mean())
+    assert right != per_photo
+    assert lesson13.check_5(right, logits=logits, classes=classes).ok
+    rejected(lesson13.check_5(per_photo, logits=logits, classes=classes), "for each photo")
+    rejected(lesson13.check_5(100 * right, logits=logits, classes=classes), "percentage")
+    rejected(lesson13.check_5(right + 0.2, logits=logits, classes=classes), "argmax over photos")
+    assert not lesson13.check_5(..., logits=logits, classes=classes).done

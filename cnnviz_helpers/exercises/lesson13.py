@@ -1,4 +1,5 @@
-"""Checks of lesson 13 (representations): neighbours in two spaces, k-NN agreement, one IoU, PCA's 90 %.
+"""Checks of lesson 13 (representations): neighbours in two spaces, k-NN agreement, one IoU, PCA's 90 %,
+the dissection's self-check on the logits.
 
 Independent references: scikit-learn's brute-force nearest neighbours, bilinear
 upsampling written as two interpolation matrices in numpy, and numpy's SVD.
@@ -11,7 +12,7 @@ import torch
 from . import Wrong, exercise
 from ._answers import number
 
-__all__ = ["check_1", "check_2", "check_3", "check_4", "bilinear_matrix"]
+__all__ = ["check_1", "check_2", "check_3", "check_4", "check_5", "bilinear_matrix"]
 
 SPACES = ("embedding, cosine", "pixels, L2")
 
@@ -132,3 +133,23 @@ def check_4(answer, *, X):
         raise Wrong("you did not centre the embeddings: PCA's variance is around the mean (subtract X.mean(0))")
     raise Wrong(f"{answer} components explain {share[min(answer, len(share)) - 1]:.1%} of the variance, "
                 f"and the smallest count reaching 90% is a different one")
+
+
+@exercise("13.5", "the share of logit units whose top photo is the photo of their own class")
+def check_5(answer, *, logits, classes):
+    v = number(answer, "the fraction")
+    if v > 1:
+        raise Wrong(f"{v:g} is over 1: give a fraction in [0, 1], not a percentage")
+    z = _np(logits)[:, np.asarray(classes)]                              # (N, K): unit j is the class of photo j
+    j = np.arange(z.shape[1])
+    want = float(np.mean(z.argmax(0) == j))
+    if abs(v - want) < 1e-6:
+        return
+    if abs(v - float(np.mean(z.argmax(1) == j))) < 1e-6:
+        raise Wrong("you asked, for each photo, which logit is largest (the classifier's accuracy among these "
+                    "classes): the self-check asks, for each logit, which photo makes it largest (argmax over dim 0)")
+    if abs(v - float(np.mean(_np(logits).argmax(1) == np.asarray(classes)))) < 1e-6:
+        raise Wrong("that is the photos' top-1 accuracy over all 1000 classes: take each unit's column "
+                    "logits[:, classes[j]] and find the photo where it is largest")
+    raise Wrong(f"{v:.4f}, but {want:.4f} of the units peak on their own class's photo: for unit j (class "
+                "classes[j]) compare the argmax over photos of logits[:, classes[j]] with j")

@@ -1,0 +1,62 @@
+"""cnnviz_helpers.dissect (lesson 13's dissection, shared with the unit atlas) against plain definitions.
+
+No model: random maps and masks, checked with boolean masks built one image at a time.
+"""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cnnviz_helpers.dissect import accumulate, dissect_logits, iou, iou_table, thresholds, unit_masks
+
+
+def test_iou_hand_example():
+    M = torch.zeros(2, 4, 4, dtype=torch.bool); L = torch.zeros(2, 4, 4, dtype=torch.bool)
+    M[0, :2, :2] = True; L[0, :2, :3] = True; M[1, 3, :] = True
+    assert iou(M, L) == 4 / 10                                           # not the mean of per-image IoUs
+
+
+def test_thresholds_are_the_nth_largest_over_all_pools():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(5, 3, 4, 4, generator=g), torch.randn(2, 3, 4, 4, generator=g)
+    T = thresholds([a, b], n_top=7, chunk=2)                             # chunks of units give the same values
+    for k in range(3):
+        vals = torch.cat([a[:, k].flatten(), b[:, k].flatten()]).sort(descending=True).values
+        assert T[k] == vals[6]
+    assert torch.equal(thresholds([a, b]), thresholds([a, b], n_top=1))   # 0.5 % of 112 values -> 1
+    with pytest.raises(ValueError):
+        thresholds([a], n_top=81)
+
+
+def test_accumulate_and_table_match_the_definition():
+    g = torch.Generator().manual_seed(1)
+    A = torch.randn(6, 4, 3, 3, generator=g)
+    L = torch.rand(6, 2, 8, 8, generator=g) > 0.6
+    T = thresholds([A], n_top=10)
+    per = accumulate(A, L, T, bs=4)
+    total = accumulate(A, L, T, per_image=False, bs=4)
+    for x, y in zip(per, total):
+        assert torch.allclose(x.sum(0), y)
+    table = iou_table([per])
+    assert torch.allclose(table, iou_table([total]))
+    for k in range(4):
+        up = F.interpolate(A[:, k:k + 1], size=(8, 8), mode="bilinear", align_corners=False)[:, 0]
+        M = up > T[k]
+        assert torch.equal(unit_masks(A, T, 8)[:, k].view(6, 8, 8), M)
+        for c in range(2):
+            assert abs(iou(M, L[:, c]) - float(table[k, c])) < 1e-6
+
+
+def test_dissect_logits_finds_the_known_detectors():
+    g = torch.Generator().manual_seed(2)
+    classes = [5, 10, 20, 30, 40]
+    logits = torch.randn(5, 1000, generator=g)
+    for j, c in enumerate(classes[:3]):
+        logits[j, c] += 8                                                # units 0-2: their own photo is on top
+    logits[0, classes[3]] += 8                                           # unit 3 peaks on photo 0
+    logits[1, classes[4]] += 8                                           # unit 4 peaks on photo 1
+    r = dissect_logits(logits, classes)
+    assert r["own"].tolist() == [True, True, True, False, False] and abs(r["fraction"] - 3 / 5) < 1e-6
+    assert r["best"].tolist() == [0, 1, 2, 0, 1]
+    assert torch.equal(r["IoU"], F.one_hot(r["best"], 5).float())        # all-or-nothing masks: IoU 1 or 0
+    with pytest.raises(ValueError):
+        dissect_logits(logits, [5, 5, 10, 20, 30])
