@@ -198,6 +198,9 @@ CASES.update({
 
 STATE_MODULES.append("cnnviz_helpers.attacks")
 CASES.update({
+    "penalized_attack": Case(lambda m, x: __import__("cnnviz_helpers.attacks").attacks.penalized_attack(
+        m, x, 1, c=0.1, steps=2), bad=lambda m, x: __import__("cnnviz_helpers.attacks").attacks.penalized_attack(
+        m, x, 1, c=-1.0)),
     "robust_accuracy": Case(lambda m, x: __import__("cnnviz_helpers.attacks").attacks.robust_accuracy(
         m, x, [0] * x.shape[0], eps=[2 / 255], steps=2, progress=False),
         bad=lambda m, x: __import__("cnnviz_helpers.attacks").attacks.robust_accuracy(m, x, [0], eps=[9.0])),
