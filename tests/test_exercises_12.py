@@ -117,6 +117,33 @@ def test_4_transfer(student_mode, nets):
     assert not lesson12.check_4(..., **ctx).done
 
 
+def test_5_linear_change(student_mode):
+    w = torch.randn(3 * 16 * 16, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    eps = 2 / 255
+    right = float(w @ (eps * w.sign()))
+    assert lesson12.check_5(right, w=w, eps=eps).ok
+    assert lesson12.check_5(eps * w.numel() * float(w.abs().mean()), w=w, eps=eps).ok
+    rejected(lesson12.check_5(float(w.abs().sum()), w=w, eps=eps), "multiply by eps")
+    rejected(lesson12.check_5(eps * float(w.abs().mean()), w=w, eps=eps), "n inputs add up")
+    rejected(lesson12.check_5(eps * float(w.sum()), w=w, eps=eps), "sum |w|")
+    rejected(lesson12.check_5(255 * right, w=w, eps=eps), "[0, 1] scale")
+    rejected(lesson12.check_5(right + 1, w=w, eps=eps), "is not it")
+    assert not lesson12.check_5(..., w=w, eps=eps).done
+
+
+def test_6_success_from_matrix(student_mode):
+    clean = torch.tensor([True, True, True, True, False, True, False, True])
+    correct = torch.tensor([True, False, False, True, False, False, False, True])
+    right = 3 / 6                                   # 3 of the 6 correct images flipped
+    ctx = dict(clean=clean, correct=correct)
+    assert lesson12.check_6(right, **ctx).ok
+    rejected(lesson12.check_6(100 * right, **ctx), "percentage")
+    rejected(lesson12.check_6(3 / 8, **ctx), "robust accuracy")
+    rejected(lesson12.check_6(5 / 8, **ctx), "wrong before any attack")
+    rejected(lesson12.check_6(0.9, **ctx), "is not it")
+    assert not lesson12.check_6(..., **ctx).done
+
+
 def test_wrong_answer_raises_in_a_shipped_lesson():
     exercises.student_copy(False)
     with pytest.raises(ExerciseError, match="12.1"):

@@ -1,4 +1,5 @@
-"""Checks of lesson 12 (fooling a network): FGSM vs noise, linearity, a smaller PGD budget, transfer.
+"""Checks of lesson 12 (fooling a network): FGSM vs noise, linearity, a smaller PGD budget, transfer,
+Goodfellow's eps * n * mean|w|, attack success from the robust-accuracy matrix.
 
 The checks measure the facts themselves: a finite-difference slope for the linear
 prediction, fresh forward passes and a numpy softmax for probabilities, numpy argmaxes
@@ -14,7 +15,7 @@ from ..hooks import frozen
 from . import Wrong, exercise
 from ._answers import number
 
-__all__ = ["check_1", "check_2", "check_3", "check_4"]
+__all__ = ["check_1", "check_2", "check_3", "check_4", "check_5", "check_6"]
 
 
 def _near(a: float, b: float, rtol: float) -> bool:
@@ -116,3 +117,44 @@ def check_4(fraction, *, other, maker, images, classes):
         if abs(fraction - f_maker) < 1e-6:
             raise Wrong("that is the model the images were made for (`model`, Lite0): ask the other network")
         raise Wrong("not the share of images whose Lite2 top-1 class is the class they were made for")
+
+
+@exercise("12.5", "the change of a linear score w.x under delta = eps * sign(w), from w alone")
+def check_5(change, *, w, eps):
+    change = number(change, "`change_5`")
+    w = np.asarray(w.detach().cpu().double() if isinstance(w, torch.Tensor) else w, dtype=np.float64).ravel()
+    fact = float(eps * np.abs(w).sum())                          # eps * n * mean|w|
+    if _near(change, fact, 1e-6):
+        return
+    if _near(change, float(np.abs(w).sum()), 1e-6):
+        raise Wrong("that is ||w||_1: each input moves by eps, so multiply by eps")
+    if _near(change, float(eps * np.abs(w).mean()), 1e-6):
+        raise Wrong("that is eps * mean|w|, one input's share: the n inputs add up, eps * n * mean|w|")
+    if _near(change, float(eps * w.sum()), 1e-6):
+        raise Wrong("sign(w) makes every term w_i * eps * sign(w_i) = eps * |w_i| positive: sum |w|, not w")
+    if _near(change, 255 * fact, 1e-6):
+        raise Wrong("eps is on the [0, 1] scale (1/255 is one grey level), not in grey levels")
+    raise Wrong(f"the change is w . (eps * sign(w)); yours ({change:.4g}) is not it")
+
+
+@exercise("12.6", "PGD's attack success at 4/255 from the robust-accuracy matrix")
+def check_6(success, *, clean, correct):
+    success = number(success, "`success_6`")
+    clean = np.asarray(clean, dtype=bool)
+    correct = np.asarray(correct, dtype=bool)
+    n_clean = max(int(clean.sum()), 1)
+    fact = float((clean & ~correct).sum()) / n_clean
+    if abs(success - fact) <= 1e-9:
+        return
+    if success > 1 and abs(success - 100 * fact) <= 1e-6:
+        raise Wrong("that is a percentage: give a fraction in [0, 1]")
+    if abs(success - float(correct.mean())) <= 1e-9 and abs(fact - float(correct.mean())) > 1e-9:
+        raise Wrong("that is the robust accuracy (images still right); the success is the share of the "
+                    "correctly classified images that the attack flipped")
+    if abs(success - float(1 - correct.mean())) <= 1e-9 and abs(fact - float(1 - correct.mean())) > 1e-9:
+        raise Wrong("that counts the images the model got wrong before any attack as successes: divide the "
+                    "flipped ones by the images it got right (`clean`)")
+    if abs(success - float((clean & ~correct).mean())) <= 1e-9:
+        raise Wrong("right numerator, wrong denominator: divide by the number of images classified correctly "
+                    "before the attack, not by all images")
+    raise Wrong(f"success = flipped / correct before the attack; yours ({success:.4g}) is not it")
