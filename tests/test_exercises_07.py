@@ -140,3 +140,28 @@ def test_wrong_answer_is_an_error_outside_a_student_copy():
         L.check_2("CAM", measured=MEASURED)
     with pytest.raises(ExerciseError, match="not done"):
         L.check_5(..., curve=FaithfulnessCurves(torch.linspace(0, 1, 3), torch.ones(3), torch.ones(3)))
+
+
+# --- 07.6 the Gini index by hand -----------------------------------------------------------------
+
+def test_6(student_mode):
+    from cnnviz_helpers.attribution.metrics import gini
+
+    g = torch.Generator().manual_seed(3)
+    a = torch.rand(7, 9, generator=g) ** 3                        # (7, 9) non-negative, a few large entries
+    right = float(gini(a[None])[0])
+    c, n = a.flatten().double().sort().values, a.numel()
+    k = torch.arange(1, n + 1, dtype=torch.float64)
+    assert abs(float(1 - 2 * ((c / c.sum()) * (n - k + 0.5) / n).sum()) - right) < 1e-6
+    assert L.check_6(right, attribution=a).ok
+    d = c.flip(0)
+    rejected(L.check_6(float(1 - 2 * ((d / d.sum()) * (n - k + 0.5) / n).sum()), attribution=a), "descending")
+    rejected(L.check_6(float(1 - 2 * ((c / c.sum()) * (n - k) / n).sum()), attribution=a), "1/2")
+    rejected(L.check_6(1 - right, attribution=a), "complement")
+    rejected(L.check_6(1.5, attribution=a), "[0, 1)")
+    rejected(L.check_6("0.3", attribution=a), "one number")
+    assert not L.check_6(..., attribution=a).done
+    signed = a - 0.2                                               # signed: |a| first
+    s = signed.flatten().double().sort().values
+    rejected(L.check_6(float(1 - 2 * ((s / s.sum()) * (n - k + 0.5) / n).sum()), attribution=signed), "|a|")
+    assert L.check_6(float(gini(signed[None])[0]), attribution=signed).ok

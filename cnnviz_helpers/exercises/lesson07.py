@@ -15,7 +15,7 @@ import torch
 from . import Wrong, exercise
 from ._answers import number
 
-__all__ = ["check_1", "check_2", "check_3", "check_4", "check_5", "tensor", "close", "diagnose"]
+__all__ = ["check_1", "check_2", "check_3", "check_4", "check_5", "check_6", "tensor", "close", "diagnose"]
 
 
 def tensor(answer: Any, what: str) -> torch.Tensor:
@@ -188,3 +188,31 @@ def check_5(answer, *, curve):
     if not 0.0 <= v <= 1.0:
         raise Wrong(f"{v:.4g}: an area under a probability curve over fractions 0..1 lies between 0 and 1")
     raise Wrong(f"{v:.6f}, but the trapezoid rule gives {expected:.6f}: Σ (f[i+1] - f[i]) (d[i] + d[i+1]) / 2")
+
+
+@exercise("07.6", "the Gini index of a map by hand (sorted |a|, the formula of the report card)")
+def check_6(answer, *, attribution):
+    v = number(answer, "answer_6")
+    a = attribution.detach().cpu().double().flatten()
+    n = a.numel()
+    k = np.arange(1, n + 1)
+    asc, desc = np.sort(np.abs(a.numpy())), np.sort(np.abs(a.numpy()))[::-1]
+    # computed in the other, equivalent form G = Σ_k (2k - n - 1) c_k / (n Σ c) (expand the lesson's formula)
+    expected = float(np.sum((2 * k - n - 1) * asc) / (n * asc.sum()))
+    if abs(v - expected) <= 1e-6:
+        return
+    signed = np.sort(a.numpy())
+    diagnose(v, {
+        "you sorted in descending order: the formula sorts |a| ascending (the largest entries get the smallest weights)":
+            float(1 - 2 * np.sum((desc / desc.sum()) * (n - k + 0.5) / n)),
+        "you forgot the 1/2: the weights are (n - k + 1/2) / n": float(1 - 2 * np.sum((asc / asc.sum()) * (n - k) / n)),
+        "that is 1 - G, the complement: G = 1 - 2 Σ ...": 1 - expected,
+        "you dropped the factor 2 in front of the sum": float(1 - np.sum((asc / asc.sum()) * (n - k + 0.5) / n)),
+    }, rel=1e-6)
+    if np.any(a.numpy() < 0) and abs(signed.sum()) > 1e-12:
+        diagnose(v, {"take |a| first: the Gini index is of the absolute values":
+                     float(1 - 2 * np.sum((signed / signed.sum()) * (n - k + 0.5) / n))}, rel=1e-6)
+    if not 0.0 <= v < 1.0:
+        raise Wrong(f"{v:.4g}: the Gini index of a non-negative map lies in [0, 1)")
+    raise Wrong(f"{v:.6f}, but the formula gives {expected:.6f}: sort |a| ascending, then "
+                "1 - 2 Σ_k (c_k / Σ c) (n - k + 1/2) / n")
