@@ -82,25 +82,16 @@ def _below(score: torch.Tensor, p: float) -> torch.Tensor:
     return (score <= q)[:, None]
 
 
-class _ClipNorm(Regularizer):
-    def __init__(self, p: float, center: float) -> None:
-        self.p, self.center = _percentile(p, "percentile"), _center(center)
-        self.name = f"clip_norm({self.p:g} %)"
+class _ClipPixels(Regularizer):
+    """Set the pixels whose ``score(x - center, g)`` ``(N,H,W)`` is in the lowest ``p`` % to ``center``."""
+
+    def __init__(self, p: float, center, kind: str, score) -> None:
+        self.p, self.center, self.score = _percentile(p, "percentile"), _center(center), score
+        self.name = f"{kind}({self.p:g} %)"
 
     def on_image(self, x, g, t):
         c = self.center.to(x)
-        mask = _below((x - c).norm(dim=1), self.p)
-        return torch.where(mask, c.expand_as(x), x)
-
-
-class _ClipContribution(Regularizer):
-    def __init__(self, p: float, center: float) -> None:
-        self.p, self.center = _percentile(p, "percentile"), _center(center)
-        self.name = f"clip_contribution({self.p:g} %)"
-
-    def on_image(self, x, g, t):
-        c = self.center.to(x)
-        mask = _below(((x - c) * g).sum(1).abs(), self.p)
+        mask = _below(self.score(x - c, g), self.p)
         return torch.where(mask, c.expand_as(x), x)
 
 
@@ -126,13 +117,13 @@ def blur_every(sigma: float, every: int = 4) -> Regularizer:
 
 def clip_norm(percentile: float, *, center: float | tuple[float, float, float] = 0.5) -> Regularizer:
     """Set the pixels with the smallest colour norm ``|x - center|`` (the lowest ``percentile`` %) to ``center``."""
-    return _ClipNorm(percentile, center)
+    return _ClipPixels(percentile, center, "clip_norm", lambda d, g: d.norm(dim=1))
 
 
 def clip_contribution(percentile: float, *, center: float | tuple[float, float, float] = 0.5) -> Regularizer:
     """Set the pixels with the smallest contribution ``|Σ_c (x - center)_c g_c|`` (lowest ``percentile`` %) to
     ``center``."""
-    return _ClipContribution(percentile, center)
+    return _ClipPixels(percentile, center, "clip_contribution", lambda d, g: (d * g).sum(1).abs())
 
 
 def clip_gradient(max_norm: float) -> Regularizer:
