@@ -86,6 +86,22 @@ def test_channel_and_neuron(setup):
         O.channel("conv2", -1)
 
 
+def test_neurons_one_unit_per_image(setup):
+    _, _, ctx, h = setup
+    c2 = h["conv2"]                                                      # (2, 6, 14, 18)
+    assert torch.equal(O.neurons("conv2", [4, 1])(ctx), torch.stack([c2[0, 4, 7, 9], c2[1, 1, 7, 9]]))
+    same = O.neurons("conv2", [2, 2])(ctx)
+    assert torch.equal(same, O.neuron("conv2", 2)(ctx))
+    with pytest.raises(ValueError, match=r"has 3 units for a batch of 2 images"):
+        O.neurons("conv2", [0, 1, 2])(ctx)
+    with pytest.raises(IndexError, match=r"channel 6 is out of range: layer 'conv2' has channels 0..5"):
+        O.neurons("conv2", [0, 6])(ctx)
+    with pytest.raises(ValueError, match=r"channel must be >= 0, got -1"):
+        O.neurons("conv2", [0, -1])
+    with pytest.raises(ValueError, match=r"at least one unit"):
+        O.neurons("conv2", [])
+
+
 def test_channel_on_flat_layer():
     ctx = Context(image=torch.zeros(2, 3, 8, 8), input=torch.zeros(2, 3, 8, 8),
                   activations={"fc": torch.tensor([[1.0, 2.0], [3.0, 4.0]])})

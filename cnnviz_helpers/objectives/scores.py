@@ -92,6 +92,31 @@ def neuron(layer: str, k: int, i: int | None = None, j: int | None = None) -> Ob
     return Objective(fn, name=f"neuron({layer!r}, {k}{pos})", layers=[layer])
 
 
+def neurons(layer: str, units: Sequence[int]) -> Objective:
+    """Image ``b`` of the batch maximizes unit ``units[b]`` of ``layer`` at the centre of its map: one run
+    for many units (the unit atlas, lesson 01). ``neurons(layer, [k])`` is ``neuron(layer, k)``."""
+    layer = _check_layer(layer)
+    units = [_check_index(k, "channel") for k in units]
+    if not units:
+        raise ValueError("neurons needs at least one unit")
+    idx = torch.tensor(units)
+
+    def fn(ctx: Context) -> torch.Tensor:
+        a = ctx[layer]
+        if a.shape[0] != len(units):
+            raise ValueError(f"neurons({layer!r}, ...) has {len(units)} units for a batch of {a.shape[0]} images: "
+                             "one image per unit")
+        if int(idx.max()) >= a.shape[1]:
+            raise IndexError(f"channel {int(idx.max())} is out of range: layer {layer!r} has channels 0..{a.shape[1] - 1}")
+        rows = torch.arange(len(units), device=a.device)
+        if a.dim() == 2:
+            return a[rows, idx.to(a.device)]
+        h, w = a.shape[-2:]
+        return a[rows, idx.to(a.device), h // 2, w // 2]
+
+    return Objective(fn, name=f"neurons({layer!r}, {units})", layers=[layer])
+
+
 _REDUCTIONS = ("mean", "sum")
 
 
