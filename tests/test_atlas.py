@@ -60,3 +60,59 @@ def test_dissect_logits_finds_the_known_detectors():
     assert torch.equal(r["IoU"], F.one_hot(r["best"], 5).float())        # all-or-nothing masks: IoU 1 or 0
     with pytest.raises(ValueError):
         dissect_logits(logits, [5, 5, 10, 20, 30])
+
+
+def test_colour_names_and_lab_against_the_cie_values():
+    from cnnviz_helpers.dissect import COLOUR_NAMES, PROTOTYPES, colour_masks, srgb_to_lab
+
+    m = colour_masks(PROTOTYPES.view(11, 3, 1, 1))                       # (11, 11, 1, 1)
+    assert m.squeeze().int().argmax(1).tolist() == list(range(len(COLOUR_NAMES)))
+    assert bool((m.sum(1) == 1).all())                                   # one name per pixel
+    # CIE L*a*b* (D65) of sRGB white, black, red and blue (published values)
+    cie = {(1.0, 1.0, 1.0): (100.0, 0.0, 0.0), (0.0, 0.0, 0.0): (0.0, 0.0, 0.0),
+           (1.0, 0.0, 0.0): (53.24, 80.09, 67.20), (0.0, 0.0, 1.0): (32.30, 79.19, -107.86)}
+    for rgb, lab in cie.items():
+        assert torch.allclose(srgb_to_lab(torch.tensor(rgb)), torch.tensor(lab), atol=0.05), rgb
+    with pytest.raises(ValueError, match=r"expects \(N, 3, H, W\)"):
+        colour_masks(torch.zeros(3, 4, 4))
+
+
+def test_texture_probes_are_seeded_and_masks_are_the_textured_region():
+    from cnnviz_helpers.dissect import TEXTURES, texture_probe, texture_probes
+
+    imgs, masks, concept = texture_probes(2, seed=3, size=64)
+    assert imgs.shape == (2 * len(TEXTURES), 3, 64, 64) and masks.shape == (16, 64, 64)
+    assert concept.tolist() == [c for c in range(len(TEXTURES)) for _ in range(2)]
+    again = texture_probes(2, seed=3, size=64)
+    assert torch.equal(imgs, again[0]) and torch.equal(masks, again[1])
+    assert 0 <= float(imgs.min()) and float(imgs.max()) <= 1
+    for im, m in zip(imgs, masks):                                       # the texture has two colours inside the mask
+        inside = im[:, m].T.unique(dim=0)
+        assert len(inside) == 2 and 0.02 < float(m.float().mean()) < 0.9
+    with pytest.raises(ValueError, match=r"unknown texture 'zigzag'"):
+        texture_probe("zigzag", torch.Generator())
+    with pytest.raises(ValueError, match=r"at least 1"):
+        texture_probes(0)
+
+
+def test_dissect_one_layer_matches_the_definition():
+    from cnnviz_helpers.dissect import dissect
+
+    g = torch.Generator().manual_seed(4)
+    A_ph, A_tx = torch.randn(5, 3, 4, 4, generator=g), torch.randn(4, 3, 4, 4, generator=g)
+    L_col = torch.rand(5, 11, 8, 8, generator=g) > 0.7
+    L_tex = torch.rand(4, 8, 8, 8, generator=g) > 0.8
+    r = dissect(A_ph, A_tx, L_col, L_tex)
+    assert r["IoU"].shape == (3, 19)
+    T = thresholds([A_ph, A_tx])
+    assert torch.equal(r["T"], T)
+    for k in range(3):
+        M_ph = F.interpolate(A_ph[:, k:k + 1], size=(8, 8), mode="bilinear", align_corners=False)[:, 0] > T[k]
+        M_tx = F.interpolate(A_tx[:, k:k + 1], size=(8, 8), mode="bilinear", align_corners=False)[:, 0] > T[k]
+        for c in range(11):
+            assert abs(iou(M_ph, L_col[:, c]) - float(r["IoU"][k, c])) < 1e-6
+        for c in range(8):
+            assert abs(iou(M_tx, L_tex[:, c]) - float(r["IoU"][k, 11 + c])) < 1e-6
+    assert torch.equal(r["detector"], r["best_iou"] > 0.04)
+    with pytest.raises(ValueError, match=r"3 and 2 channels"):
+        dissect(A_ph, A_tx[:, :2], L_col, L_tex)
