@@ -89,3 +89,29 @@ def test_wrong_answer_raises_outside_student_mode():
         lesson10.check_3([256, 183, 131, 93], height=256, octaves=4, scale=1.4)
     with pytest.raises(ExerciseError, match="not done yet"):
         lesson10.check_1(..., neg_before=1.0, neg_after=2.0)
+
+
+def test_5_single_neuron_gradient():
+    h = torch.randn(1, 4, 5, 7, generator=torch.Generator().manual_seed(3))     # non-square maps
+    k, i, j = 2, 1, 4
+    check = lambda a: lesson10.check_5(a, h=h, k=k, i=i, j=j)
+    right = torch.zeros_like(h)
+    right[0, k, i, j] = 2 * h[0, k, i, j]
+    assert check(right).ok
+    half = right / 2
+    assert "left out the factor 2" in hint(check(half))
+    assert "the whole layer's objective" in hint(check(2 * h))
+    assert "the whole layer's objective" in hint(check(h.clone()))
+    assert "sign is flipped" in hint(check(-right))
+    swapped = torch.zeros_like(h)
+    swapped[0, k, j, i] = 2 * h[0, k, j, i]
+    assert "row 4, column 1" in hint(check(swapped))
+    extra = right.clone()
+    extra[0, 0, 0, 0] = 1.0
+    assert "1 entries other than channel 2" in hint(check(extra))
+    wrong_value = right.clone()
+    wrong_value[0, k, i, j] = 3.0
+    assert "should be 2·h_ij" in hint(check(wrong_value))
+    assert "shaped like h_photo" in hint(check(right.numpy()))
+    assert "(1, 4, 5, 7)" in hint(check(right[0]))
+    assert not check(...).done

@@ -12,7 +12,7 @@ import torch
 
 from . import Wrong, exercise
 
-__all__ = ["check_1", "check_2", "check_3", "check_4"]
+__all__ = ["check_1", "check_2", "check_3", "check_4", "check_5"]
 
 
 def _tensor_like(answer, like: torch.Tensor, what: str) -> torch.Tensor:
@@ -124,3 +124,37 @@ def check_4(answer, *, model, photo: torch.Tensor, dreamed: torch.Tensor, layers
         raise Wrong("those are the `growth` values, each layer measured on *its own* dream: measure every layer "
                     "on the one dream at the most-grown layer")
     raise Wrong("not ||h_L(dream)|| / ||h_L(photo)|| for each layer L, with the dream at the most-grown layer")
+
+
+@exercise("10.5", "the slide's single-neuron gradient dL/dh for L = h_ij², by hand")
+def check_5(answer, *, h: torch.Tensor, k: int, i: int, j: int) -> None:
+    if not isinstance(answer, torch.Tensor):
+        raise Wrong(f"dL/dh should be a tensor shaped like h_photo {tuple(h.shape)}, got {type(answer).__name__}")
+    if tuple(answer.shape) != tuple(h.shape):
+        raise Wrong(f"dL/dh has one entry per activation: the shape of h_photo, {tuple(h.shape)} "
+                    f"(batch, channel, row, column); got {tuple(answer.shape)}")
+    a, h = answer.detach().to(h.device, torch.float64), h.detach().to(torch.float64)
+    ref = torch.zeros_like(h)
+    ref[0, k, i, j] = 2 * h[0, k, i, j]
+    close = lambda t: torch.allclose(a, t, rtol=1e-5, atol=1e-7)
+    if close(ref):
+        return
+    if close(2 * h) or close(h):
+        raise Wrong("that is the gradient of the whole layer's objective (every entry non-zero): L = h_ij² "
+                    "depends on one activation only, so every other entry of dL/dh is 0")
+    if close(ref / 2):
+        raise Wrong("the derivative of h_ij² is 2·h_ij, not h_ij: you left out the factor 2")
+    if close(-ref):
+        raise Wrong("the sign is flipped: d(h_ij²)/dh_ij = +2·h_ij")
+    if i != j and j < h.shape[-2] and i < h.shape[-1]:              # the position transposed
+        swapped = torch.zeros_like(h)
+        swapped[0, k, j, i] = 2 * h[0, k, j, i]
+        if close(swapped):
+            raise Wrong(f"you put it at row {j}, column {i}: the row index I comes first, h[0, k, I, J]")
+    off = a.clone()
+    off[0, k, i, j] = 0
+    if float(off.abs().max()) > 0:
+        raise Wrong(f"{int((off != 0).sum())} entries other than channel {k}, row {i}, column {j} are non-zero: "
+                    "L = h_ij² does not depend on them, their derivative is 0")
+    raise Wrong(f"the entry at channel {k}, row {i}, column {j} should be 2·h_ij = {float(ref[0, k, i, j]):.4g}, "
+                f"got {float(a[0, k, i, j]):.4g}")
