@@ -1,7 +1,7 @@
 """Collect the lesson notebooks (jupytext MyST ``.md``) for nbval.
 
 nbval only collects ``.ipynb``; the course keeps notebooks as text without
-outputs. ``JupytextNotebook`` reads a ``notebooks/NN_*.md`` file through
+outputs. ``JupytextNotebook`` reads a ``notebooks/NN_*.md`` lesson (or ``atlas_*.md`` page) through
 jupytext and hands the notebook to nbval's own collector, which runs every
 code cell in a fresh kernel of this environment. Stored outputs do not exist,
 so nbval compares none (``--nbval-lax``): each lesson checks itself with
@@ -14,7 +14,7 @@ from unittest import mock
 
 import pytest
 
-NOTEBOOK = re.compile(r"^\d\d_[a-z0-9_]+\.md$")
+NOTEBOOK = re.compile(r"^(\d\d|atlas)_[a-z0-9_]+\.md$")   # the lessons and the unit atlas pages
 
 
 def pytest_collect_file(file_path, parent):

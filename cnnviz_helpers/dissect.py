@@ -47,19 +47,21 @@ def thresholds(pools: Sequence[torch.Tensor], top: float = 0.005, n_top: int | N
                chunk: int = 64) -> torch.Tensor:
     """T_k per unit: the ``n_top``-th largest of its activations over every image of every pool and position.
 
-    ``pools``: activations (N_i, C, h, w) (or (N_i, C)) of the same layer. ``n_top``
+    ``pools``: activations (N_i, C, h_i, w_i) (or (N_i, C)) of the same layer. ``n_top``
     defaults to ``ceil(top * total values)`` (at least 1). Units are taken ``chunk``
     at a time so that large maps (VGG) never exist in float32 all at once.
     """
     pools = [p if p.dim() == 4 else p[:, :, None, None] for p in pools]
     C = pools[0].shape[1]
-    total = sum(p.shape[0] for p in pools) * pools[0][0, 0].numel()
+    if any(p.shape[1] != C for p in pools):
+        raise ValueError(f"the pools have {[p.shape[1] for p in pools]} channels: they must be the same layer")
+    total = sum(p[:, 0].numel() for p in pools)                          # pools may differ in map size
     n = n_top if n_top is not None else max(1, math.ceil(top * total))
     if not 1 <= n <= total:
         raise ValueError(f"n_top = {n} is not between 1 and the {total} values per unit")
     out = []
     for c in range(0, C, chunk):
-        flat = torch.cat([p[:, c:c + chunk] for p in pools]).float().transpose(0, 1).flatten(1)
+        flat = torch.cat([p[:, c:c + chunk].float().transpose(0, 1).flatten(1) for p in pools], 1)
         out.append(flat.topk(n, dim=1).values[:, -1])
     return torch.cat(out)
 

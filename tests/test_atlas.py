@@ -2,6 +2,8 @@
 
 No model: random maps and masks, checked with boolean masks built one image at a time.
 """
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -116,3 +118,43 @@ def test_dissect_one_layer_matches_the_definition():
     assert torch.equal(r["detector"], r["best_iou"] > 0.04)
     with pytest.raises(ValueError, match=r"3 and 2 channels"):
         dissect(A_ph, A_tx[:, :2], L_col, L_tex)
+
+
+def test_thresholds_over_pools_of_different_map_sizes():
+    g = torch.Generator().manual_seed(5)
+    a, b = torch.randn(3, 2, 4, 5, generator=g), torch.randn(2, 2, 7, 7, generator=g)
+    T = thresholds([a, b], n_top=4)
+    for k in range(2):
+        vals = torch.cat([a[:, k].flatten(), b[:, k].flatten()]).sort(descending=True).values
+        assert T[k] == vals[3]
+    with pytest.raises(ValueError, match=r"\[2, 3\] channels"):
+        thresholds([a, torch.randn(1, 3, 2, 2)])
+
+
+def test_atlas_cards_and_page_on_the_tiny_cnn():
+    """Every unit gets a card with its own anchor; its patches are the top_activations crops; its label is
+    dissect's best concept; the page holds one element per anchor and escapes the layer's name."""
+    from cnnviz_helpers import atlas
+    from cnnviz_helpers.dataset import TensorImages, top_activations
+    from support import tiny_input, tiny_model
+
+    m, x = tiny_model(), tiny_input(n=4)
+    src = TensorImages(x)
+    cards = atlas.unit_cards(m, "conv2", src, k=2, fv_size=16, fv_steps=3, tile=8, res=8, per_texture=1,
+                             batch_size=2, cache=False, progress=False)
+    top = top_activations(m, "conv2", src, k=2, cache=False, progress=False)["conv2"]
+    labels = atlas.dissection(m, "conv2", src, res=8, per_texture=1, batch_size=2, cache=False, progress=False)
+    assert [c.unit for c in cards] == list(range(top.channels))
+    for c in cards:
+        assert c.patches.shape == (2, 3, 8, 8) and c.visualization.shape == (3, 16, 16)
+        assert abs(c.top_value - float(top.values[c.unit, 0])) < 1e-5 * max(1.0, abs(c.top_value))   # batch sizes differ
+        assert c.iou == float(labels["best_iou"][c.unit]) and c.detector == (c.iou > 0.04)
+    page = atlas.atlas_html(cards)
+    ids = re.findall(r'<div class="card" id="([^"]+)"', page)
+    assert ids == [f"conv2-unit-{u}" for u in range(len(cards))]
+    assert page.count("data:image/jpeg;base64,") == 2 * len(cards)
+    assert atlas.anchor("net.features.10", 3) == "net-features-10-unit-3"
+    with pytest.raises(KeyError):
+        atlas.unit_cards(m, "conv9", src, fv_size=16, fv_steps=1, cache=False, progress=False)
+    with pytest.raises(ValueError, match=r"fv_steps must be a positive integer, got 0"):
+        atlas.unit_cards(m, "conv2", src, fv_size=16, fv_steps=0, cache=False, progress=False)

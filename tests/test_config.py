@@ -42,7 +42,7 @@ def test_importing_the_package_does_not_tune_the_allocator():
 
 def test_every_lesson_and_benchmark_tunes_the_allocator_once():
     root = Path(__file__).resolve().parents[1]
-    files = sorted(root.glob("notebooks/[0-9]*.md")) + sorted(root.glob("benchmarks/*.py"))
+    files = sorted(root.glob("notebooks/[0-9]*.md")) + sorted(root.glob("notebooks/atlas_*.md")) + sorted(root.glob("benchmarks/*.py"))
     assert files
     for f in files:
         assert f.read_text().count("tune_allocator()") == 1, f"{f.name} should call tune_allocator() once, first"

@@ -100,6 +100,10 @@ def test_neurons_one_unit_per_image(setup):
         O.neurons("conv2", [0, -1])
     with pytest.raises(ValueError, match=r"at least one unit"):
         O.neurons("conv2", [])
+    assert torch.allclose(O.channels("conv2", [4, 1])(ctx), torch.stack([c2[0, 4].mean(), c2[1, 1].mean()]), atol=1e-6)
+    assert torch.equal(O.channels("conv2", [3, 3])(ctx), O.channel("conv2", 3)(ctx))
+    with pytest.raises(ValueError, match=r"channels\('conv2', ...\) has 1 units for a batch of 2 images"):
+        O.channels("conv2", [0])(ctx)
 
 
 def test_channel_on_flat_layer():

@@ -220,6 +220,29 @@ CASES.update({
     "observer_accuracy": Case(_observer, bad=lambda m, x: _observer(m, x, "nope"), bad_exc=KeyError),
 })
 
+STATE_MODULES.append("cnnviz_helpers.atlas")
+
+
+def _atlas(m, x, layer="conv2", **kw):
+    from cnnviz_helpers import atlas
+    from cnnviz_helpers.dataset import TensorImages
+
+    return atlas.unit_cards(m, layer, TensorImages(x), k=1, fv_size=16, fv_steps=2, tile=8, res=8, per_texture=1,
+                            batch_size=2, cache=False, progress=False, **kw)
+
+
+CASES.update({
+    "unit_cards": Case(_atlas, bad=lambda m, x: _atlas(m, x, "nope"), bad_exc=KeyError),
+    "feature_visualizations": Case(lambda m, x: __import__("cnnviz_helpers.atlas").atlas.feature_visualizations(
+        m, "conv2", [0, 1, 2], size=16, steps=2, batch=2, progress=False),
+        bad=lambda m, x: __import__("cnnviz_helpers.atlas").atlas.feature_visualizations(m, "conv2", [], size=16, steps=2)),
+    "dissection": Case(lambda m, x: __import__("cnnviz_helpers.atlas").atlas.dissection(
+        m, "conv2", __import__("cnnviz_helpers.dataset").dataset.TensorImages(x), res=8, per_texture=1, batch_size=2,
+        cache=False, progress=False),
+        bad=lambda m, x: __import__("cnnviz_helpers.atlas").atlas.dissection(m, "conv2", x, res=8, per_texture=1),
+        bad_exc=TypeError),
+})
+
 STATE_MODULES.append("cnnviz_helpers.lesson")
 CASES.update({
     "trained": Case(lambda m, x: __import__("cnnviz_helpers.lesson").lesson.trained(m), forward=False,

@@ -102,6 +102,55 @@ def test_solutions_are_collapsed_and_tasks_visible(site):
     assert not problems, "\n".join(problems)
 
 
+ATLAS = {"atlas_early": "early", "atlas_early_mid": "early_mid"}
+
+
+def test_toc_lists_the_atlas_pages():
+    pages = sorted(p.stem for p in (ROOT / "notebooks").glob("atlas_*.md"))
+    assert pages == sorted(ATLAS) and all(p in toc_files() for p in pages)
+
+
+def test_atlas_pages_have_one_card_per_unit(site):
+    """Each atlas page: a card per unit of its layer (Lite0's block2: 24, block3: 40), each with its anchor,
+    its visualization and its patches, executed in full mode."""
+    import torch
+
+    from cnnviz_helpers import course_model
+    from cnnviz_helpers.hooks import capture
+
+    model = course_model("efficientnet_lite0")
+    problems = []
+    for page, layer in ATLAS.items():
+        html = (site / f"{page}.html").read_text()
+        ids = re.findall(r'<div class="card" id="([^"]+)"', html)
+        with capture(model, [layer]) as rec, torch.no_grad():
+            model(torch.rand(1, 3, 224, 224))
+        channels = rec[layer].shape[1]
+        if ids != [f"{layer}-unit-{u}" for u in range(channels)]:
+            problems.append(f"{page}.html: {len(ids)} cards, {layer} has {channels} units")
+        if html.count("data:image/jpeg;base64,") != 2 * channels:
+            problems.append(f"{page}.html: not two images per card")
+        if "quick mode: False" not in html:
+            problems.append(f"{page}.html was not executed in full mode")
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.browser
+def test_an_atlas_link_opens_its_unit(site, tmp_path):
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(site)]
+    with server(cmd, base + "/index.html"), chromium_page(tmp_path) as page:
+        page.goto(f"{base}/atlas_early_mid.html#early_mid-unit-17", wait_until="networkidle")
+        box = page.eval_on_selector("#early_mid-unit-17", "e => { const r = e.getBoundingClientRect(); "
+                                    "return [r.top, r.bottom, window.innerHeight, e.matches(':target')]; }")
+        top, bottom, height, target = box
+        assert target and 0 <= top < height, f"unit 17's card is not scrolled into view: {box}"
+        sizes = page.eval_on_selector_all("#early_mid-unit-17 img", "els => els.map(e => e.naturalWidth)")
+        assert len(sizes) == 2 and all(w > 0 for w in sizes), sizes
+        page.screenshot(path=str(artifacts("website") / "atlas_unit_17.png"), full_page=False)
+
+
 @pytest.mark.browser
 def test_every_page_loads_in_a_browser(site, tmp_path):
     port = free_port()

@@ -16,7 +16,7 @@ Scores (maximize):
     ``class_logit(c)``   the pre-softmax score S_c (lesson 08)
     ``log_prob(c)``      log softmax_c, for attacks (lesson 12)
     ``channel(layer, k)``  mean of channel k's map (lesson 08)
-    ``neuron(layer, k, i, j)`` one unit (lesson 08); ``neurons(layer, units)`` one unit per image (the atlas)
+    ``neuron(layer, k, i, j)`` one unit (lesson 08); ``neurons(layer, units)``, ``channels(layer, units)``: one unit per image
     ``layer_l2(layer)``  ||h||^2 of a layer, DeepDream (lesson 10)
     ``feature_match(layer, target)``  -||phi(x)-phi0||^2/||phi0||^2, inversion (lesson 09)
     ``content(layer, target)``  -content loss (lesson 11)
@@ -28,7 +28,7 @@ Helpers: ``gram_matrix(act)``, ``features(model, x, layers)`` (targets for
 """
 from .base import Context, Objective
 from .penalties import alpha_norm, blur, gaussian_kernel, l2, tv
-from .scores import (channel, class_logit, content, feature_match, features, gram_matrix, layer_l2, log_prob, neuron,
+from .scores import (channel, channels, class_logit, content, feature_match, features, gram_matrix, layer_l2, log_prob, neuron,
                      neurons, style)
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "channel",
     "neuron",
     "neurons",
+    "channels",
     "layer_l2",
     "feature_match",
     "content",

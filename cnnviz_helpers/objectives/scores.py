@@ -92,29 +92,47 @@ def neuron(layer: str, k: int, i: int | None = None, j: int | None = None) -> Ob
     return Objective(fn, name=f"neuron({layer!r}, {k}{pos})", layers=[layer])
 
 
-def neurons(layer: str, units: Sequence[int]) -> Objective:
-    """Image ``b`` of the batch maximizes unit ``units[b]`` of ``layer`` at the centre of its map: one run
-    for many units (the unit atlas, lesson 01). ``neurons(layer, [k])`` is ``neuron(layer, k)``."""
+def _per_image_units(layer: str, units: Sequence[int], what: str):
     layer = _check_layer(layer)
     units = [_check_index(k, "channel") for k in units]
     if not units:
-        raise ValueError("neurons needs at least one unit")
+        raise ValueError(f"{what} needs at least one unit")
     idx = torch.tensor(units)
 
-    def fn(ctx: Context) -> torch.Tensor:
+    def pick(ctx: Context) -> torch.Tensor:                              # (N, h, w) or (N,): unit units[b] of image b
         a = ctx[layer]
         if a.shape[0] != len(units):
-            raise ValueError(f"neurons({layer!r}, ...) has {len(units)} units for a batch of {a.shape[0]} images: "
+            raise ValueError(f"{what}({layer!r}, ...) has {len(units)} units for a batch of {a.shape[0]} images: "
                              "one image per unit")
         if int(idx.max()) >= a.shape[1]:
             raise IndexError(f"channel {int(idx.max())} is out of range: layer {layer!r} has channels 0..{a.shape[1] - 1}")
-        rows = torch.arange(len(units), device=a.device)
-        if a.dim() == 2:
-            return a[rows, idx.to(a.device)]
-        h, w = a.shape[-2:]
-        return a[rows, idx.to(a.device), h // 2, w // 2]
+        return a[torch.arange(len(units), device=a.device), idx.to(a.device)]
+
+    return layer, units, pick
+
+
+def neurons(layer: str, units: Sequence[int]) -> Objective:
+    """Image ``b`` of the batch maximizes unit ``units[b]`` of ``layer`` at the centre of its map: one run
+    for many units (lesson 01). ``neurons(layer, [k])`` is ``neuron(layer, k)``."""
+    layer, units, pick = _per_image_units(layer, units, "neurons")
+
+    def fn(ctx: Context) -> torch.Tensor:
+        a = pick(ctx)
+        return a if a.dim() == 1 else a[:, a.shape[-2] // 2, a.shape[-1] // 2]
 
     return Objective(fn, name=f"neurons({layer!r}, {units})", layers=[layer])
+
+
+def channels(layer: str, units: Sequence[int]) -> Objective:
+    """Image ``b`` of the batch maximizes the mean of channel ``units[b]`` over all positions: one run for
+    many channels (the unit atlas). ``channels(layer, [k])`` is ``channel(layer, k)``."""
+    layer, units, pick = _per_image_units(layer, units, "channels")
+
+    def fn(ctx: Context) -> torch.Tensor:
+        a = pick(ctx)
+        return a if a.dim() == 1 else _mean_per_image(a)
+
+    return Objective(fn, name=f"channels({layer!r}, {units})", layers=[layer])
 
 
 _REDUCTIONS = ("mean", "sum")
