@@ -148,3 +148,75 @@ def test_wrong_answer_raises_in_a_shipped_lesson():
     exercises.student_copy(False)
     with pytest.raises(ExerciseError, match="12.1"):
         lesson12.check_1("noise", eps=2, fgsm_accuracy=0.05, noise_accuracy=0.7)
+
+
+@pytest.fixture(scope="module")
+def toy_mlp():
+    """A 2-D toy like the lesson's: three blobs, an MLP trained for a few hundred steps."""
+    g = torch.Generator().manual_seed(0)
+    centers = torch.tensor([[-1.5, -0.8], [1.5, -0.8], [0.0, 1.6]])
+    y = torch.arange(3).repeat_interleave(40)
+    x = centers[y] + 0.5 * torch.randn(120, 2, generator=g)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(2, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 3))
+    opt = torch.optim.Adam(net.parameters(), lr=0.01)
+    for _ in range(300):
+        opt.zero_grad()
+        F.cross_entropy(net(x), y).backward()
+        opt.step()
+    return net.eval().requires_grad_(False), x
+
+
+def ascend(net, start, target, steps=300):
+    z = torch.tensor(start, requires_grad=True)
+    opt = torch.optim.Adam([z], lr=0.05)
+    for _ in range(steps):
+        opt.zero_grad()
+        (-net(z[None]).log_softmax(1)[0, target]).backward()
+        opt.step()
+    return z.detach()
+
+
+def test_7_confident_far_point(student_mode, toy_mlp):
+    net, data = toy_mlp
+    far = ascend(net, [0.0, 16.0], 2)
+    p = lambda pt: net(pt[None]).softmax(1)[0]
+    assert float(p(far)[2]) >= 0.99 and float(torch.cdist(far[None], data).min()) >= 10
+    ctx = dict(toy=net, data=data, target=2)
+    assert lesson12.check_7(far, **ctx).ok
+    assert lesson12.check_7(far.tolist(), **ctx).ok                     # a list of two floats is a point too
+    rejected(lesson12.check_7(data[100].clone(), **ctx), "from the nearest training point", "start the ascent")
+    other = ascend(net, [16.0, -12.0], 1)                                # sure, far, but of class 1
+    assert float(p(other)[1]) >= 0.99
+    rejected(lesson12.check_7(other, **ctx), "not of class 2")
+    weak = ascend(net, [12.0, 12.0], 2, steps=0)                         # far, no ascent: not sure of class 2
+    if float(p(weak).max()) < 0.99:
+        rejected(lesson12.check_7(weak, **ctx), "below 0.99")
+    else:
+        rejected(lesson12.check_7(weak, **ctx, min_p=float(p(weak)[2]) + 1e-3), "below")
+    rejected(lesson12.check_7(torch.stack([far, far]), **ctx), "2 finite numbers", "one row")
+    assert not lesson12.check_7(..., **ctx).done
+
+
+def test_8_penalized_objective(student_mode, nets, photo):
+    from cnnviz_helpers.attacks import penalized_attack
+    model, c = nets[0], 0.1
+    label = int(model(photo).argmax())
+    target = int(model(photo).argsort(descending=True)[0, 1])
+    adv = penalized_attack(model, photo, target, c=c, steps=10, lr=1 / 255)
+    r = (adv - photo).flatten()
+    with torch.no_grad():
+        z = model(adv)
+    ce, ce_true = float(F.cross_entropy(z, torch.tensor([target]))), float(F.cross_entropy(z, torch.tensor([label])))
+    l2 = float(r.norm())
+    assert l2 > 0.05
+    ctx = dict(model=model, x=photo, x_adv=adv, target=target, c=c, label=label)
+    assert lesson12.check_8(c * l2 + ce, **ctx).ok
+    rejected(lesson12.check_8(c * l2 ** 2 + ce, **ctx), "squared the norm")
+    rejected(lesson12.check_8(c * float(r.abs().max()) + ce, **ctx), "L-inf")
+    rejected(lesson12.check_8(l2 + ce, **ctx), "multiply ||r||_2 by c")
+    rejected(lesson12.check_8(ce, **ctx), "the loss alone")
+    rejected(lesson12.check_8(c * l2 + ce_true, **ctx), "true class")
+    rejected(lesson12.check_8(c * l2 + float(z.softmax(-1)[0, target]), **ctx), "not the probability")
+    rejected(lesson12.check_8(c * l2 + ce + 0.5, **ctx), "is not it")
+    assert not lesson12.check_8(..., **ctx).done

@@ -1,5 +1,6 @@
 """Checks of lesson 12 (fooling a network): FGSM vs noise, linearity, a smaller PGD budget, transfer,
-Goodfellow's eps * n * mean|w|, attack success from the robust-accuracy matrix.
+Goodfellow's eps * n * mean|w|, attack success from the robust-accuracy matrix, a confident point far
+from the toy's data, Szegedy et al.'s penalized objective.
 
 The checks measure the facts themselves: a finite-difference slope for the linear
 prediction, fresh forward passes and a numpy softmax for probabilities, numpy argmaxes
@@ -15,7 +16,7 @@ from ..hooks import frozen
 from . import Wrong, exercise
 from ._answers import number
 
-__all__ = ["check_1", "check_2", "check_3", "check_4", "check_5", "check_6"]
+__all__ = ["check_1", "check_2", "check_3", "check_4", "check_5", "check_6", "check_7", "check_8"]
 
 
 def _near(a: float, b: float, rtol: float) -> bool:
@@ -158,3 +159,73 @@ def check_6(success, *, clean, correct):
         raise Wrong("right numerator, wrong denominator: divide by the number of images classified correctly "
                     "before the attack, not by all images")
     raise Wrong(f"success = flipped / correct before the attack; yours ({success:.4g}) is not it")
+
+
+def _mlp_probs(toy, x: np.ndarray) -> np.ndarray:
+    """The toy MLP's softmax by hand (numpy): its Linear layers, a ReLU between each two."""
+    lin = [m for m in toy.modules() if isinstance(m, torch.nn.Linear)]
+    if not lin or any(not isinstance(m, (torch.nn.Linear, torch.nn.ReLU, torch.nn.Sequential)) for m in toy.modules()):
+        with torch.no_grad():                                    # not a plain Linear/ReLU stack: ask the model
+            return toy(torch.as_tensor(x, dtype=torch.float32)).double().softmax(-1).numpy()
+    h = x
+    for i, m in enumerate(lin):
+        h = h @ m.weight.detach().double().numpy().T + m.bias.detach().double().numpy()
+        if i < len(lin) - 1:
+            h = np.maximum(h, 0)
+    return _softmax(h)
+
+
+@exercise("12.7", "a point the toy MLP puts in the target class with p >= 0.99, far from every training point")
+def check_7(point, *, toy, data, target, min_distance=10.0, min_p=0.99):
+    if isinstance(point, torch.Tensor):
+        point = point.detach().cpu().double().numpy()
+    try:
+        x = np.asarray(point, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise Wrong(f"the point should be 2 numbers (a tensor of shape (2,)), got {type(point).__name__}") from None
+    if x.size != 2 or not np.all(np.isfinite(x)):
+        raise Wrong(f"the point should be 2 finite numbers (a tensor of shape (2,)), got {x.size} values"
+                    + (": take one row of a batch" if x.size > 2 and x.size % 2 == 0 else ""))
+    pts = np.asarray(data.detach().cpu().double() if isinstance(data, torch.Tensor) else data, dtype=np.float64)
+    dist = float(np.sqrt(((pts - x[None]) ** 2).sum(1)).min())
+    probs = _mlp_probs(toy, x[None])[0]
+    if dist < min_distance:
+        hint = (f" ({np.linalg.norm(x):.1f} from the origin, but the data are spread around it)"
+                if np.linalg.norm(x) >= min_distance else "")
+        raise Wrong(f"your point is {dist:.2f} from the nearest training point{hint}; it must be at least "
+                    f"{min_distance:g} away: start the ascent far out (the plane goes to 20)")
+    if probs[target] < min_p:
+        best = int(probs.argmax())
+        if best != target and probs[best] >= min_p:
+            raise Wrong(f"the MLP is sure of class {best} there (p = {probs[best]:.3f}), not of class {target}: "
+                        f"ascend log p_{target}, or start in the direction of class {target}'s data")
+        raise Wrong(f"p(class {target}) = {probs[target]:.3f} at your point, below {min_p:g}: ascend log p_{target} "
+                    "for more steps (or from farther out in its wedge)")
+
+
+@exercise("12.8", "Szegedy et al.'s objective c ||r||_2 + loss(f(x + r), t) at the penalized attack's answer")
+def check_8(objective, *, model, x, x_adv, target, c, label=None):
+    objective = number(objective, "`objective_8`")
+    r = (x_adv - x).detach().double().flatten()
+    l2, linf = float(r.norm()), float(r.abs().max())
+    z = _logits(model, x_adv.reshape(x.shape))[0]
+    lse = float(np.log(np.exp(z - z.max()).sum()) + z.max())
+    ce = lse - float(z[target])                                         # cross-entropy with the target, numpy
+    fact = c * l2 + ce
+    close = lambda v: abs(objective - v) <= 1e-3 * max(abs(v), 1.0)
+    if close(fact):
+        return
+    if close(c * l2 ** 2 + ce):
+        raise Wrong("you squared the norm: Szegedy et al.'s penalty is c * ||r||_2, the Euclidean length itself")
+    if close(c * linf + ce):
+        raise Wrong("that is the largest pixel change (L-inf); the penalty uses ||r||_2 = sqrt(sum r^2)")
+    if c != 1 and close(l2 + ce):
+        raise Wrong(f"the penalty is weighted: multiply ||r||_2 by c = {c:g}")
+    if c * l2 > 1e-3 and close(ce):
+        raise Wrong("that is the loss alone: add the penalty c * ||r||_2")
+    if label is not None and close(c * l2 + lse - float(z[int(label)])):
+        raise Wrong("that loss is for the photo's true class; the attack minimizes the loss of the target t")
+    if close(c * l2 + float(_softmax(z)[target])) or close(c * l2 - float(_softmax(z)[target])):
+        raise Wrong("the loss is the cross-entropy -log p_t, not the probability p_t")
+    raise Wrong(f"objective = c * ||r||_2 + cross-entropy(f(x + r), t) with r = x_adv - x; yours ({objective:.4g}) "
+                "is not it")
