@@ -108,3 +108,19 @@ def test_3_names_the_penultimate_layer_it_was_given(setup):
                                        pool_target=pool_target, pool_layer="embedding")
     assert check(err(recon, "block3", target)).ok
     assert "errors at 'embedding'" in hint(check(err(recon, "embedding", pool_target)))
+
+
+def test_5_top5_overlap():
+    original = torch.arange(20.0).flip(0)[None]              # top-5: classes 0, 1, 2, 3, 4; smallest: 15 .. 19
+    recon = torch.zeros(1, 20)
+    recon[0, [0, 2, 1, 7, 8]] = torch.tensor([9.0, 8.0, 7.0, 6.0, 5.0])      # shares 0, 1, 2; same rank only at 1st
+    recon[0, [15, 16, 10, 11, 12]] = -torch.arange(5.0, 0.0, -1.0)           # smallest: shares 15, 16 with original
+    check = lambda a: lesson09.check_5(a, original=original, reconstruction=recon)
+    assert check(3).ok and check(np.int64(3)).ok
+    assert "same class; count the classes" in hint(check(1))
+    assert "the 5 *smallest* logits" in hint(check(2))
+    assert "looks like a fraction" in hint(check(0.6))
+    assert "one integer from 0 to 5" in hint(check("3"))
+    assert "between 0 and 5" in hint(check(7))
+    assert "the intersection of the two top-5 sets" in hint(check(4))
+    assert not check(...).done

@@ -15,7 +15,7 @@ import torch
 from . import Wrong, exercise
 from ._answers import number
 
-__all__ = ["check_1", "check_2", "check_3", "check_4"]
+__all__ = ["check_1", "check_2", "check_3", "check_4", "check_5"]
 
 
 def _close(a: float, b: float, tol: float) -> bool:
@@ -152,3 +152,30 @@ def check_4(answer, *, images: torch.Tensor, original: torch.Tensor) -> None:
              "with each other") for v in to_photo]
     _name_the_mistake(value, hints)
     raise Wrong(f"{value:.4f} is not the RMS of inversions['pool'][0] - inversions['pool'][1]")
+
+
+@exercise("09.5", "the top-5 overlap of the penultimate-code reconstruction with the original, by hand")
+def check_5(answer, *, original: torch.Tensor, reconstruction: torch.Tensor) -> None:
+    if isinstance(answer, bool) or not isinstance(answer, (int, np.integer)):
+        if isinstance(answer, float) and 0 < answer < 1:
+            raise Wrong(f"{answer} looks like a fraction: count the shared classes, an integer from 0 to 5")
+        raise Wrong(f"write one integer from 0 to 5 (the number of shared classes), got {type(answer).__name__} {answer!r}")
+    a = _f64(original).reshape(-1)
+    b = _f64(reconstruction).reshape(-1)
+    ta, tb = a.topk(5).indices.tolist(), b.topk(5).indices.tolist()
+    ref = len(set(ta) & set(tb))
+    if int(answer) == ref:
+        return
+    same_rank = sum(x == y for x, y in zip(ta, tb))
+    if int(answer) == same_rank:
+        raise Wrong(f"{answer} is the number of ranks where both have the same class; count the classes the two "
+                    "top-5 sets share, whatever their order (a set intersection)")
+    low = len(set(a.topk(5, largest=False).indices.tolist()) & set(b.topk(5, largest=False).indices.tolist()))
+    if int(answer) == low and low != ref:
+        raise Wrong("those are the 5 *smallest* logits: topk takes the largest by default (largest=True)")
+    if int(answer) == int(ta[0] == tb[0]) and ref > 1:
+        raise Wrong("that compares only the top-1 classes: compare the sets of the 5 top classes")
+    if not 0 <= int(answer) <= 5:
+        raise Wrong(f"two sets of 5 classes share between 0 and 5 of them, got {answer}")
+    raise Wrong("not the size of the intersection of the two top-5 sets of class indices "
+                "(logits_rec[EMB][0].topk(5).indices and logits_person[0].topk(5).indices)")
