@@ -121,3 +121,38 @@ def test_wrong_answer_is_an_error_outside_a_student_copy():
     assert not exercises.is_student_copy()
     with pytest.raises(ExerciseError, match="08.1"):
         L.check_1(10, measured_width=67)
+
+
+def test_5(student_mode):
+    g = torch.Generator().manual_seed(2)
+    x, grad = torch.rand(2, 3, 10, 14, generator=g), torch.randn(2, 3, 10, 14, generator=g)
+    ctx = dict(x=x, g=grad, p=25)
+    xn, gn = x.numpy().astype(np.float64), grad.numpy().astype(np.float64)
+    contribution = np.abs(((xn - 0.5) * gn).sum(1))                    # as the lesson's solution
+    answer = xn.copy()
+    for n in range(len(answer)):
+        answer[n][:, contribution[n] <= np.quantile(contribution[n], 0.25)] = 0.5
+    assert L.check_5(answer, **ctx).ok
+    assert L.check_5(torch.from_numpy(answer).float(), **ctx).ok        # a float32 tensor is fine
+    # the library's step agrees with the hand computation (an independent reference)
+    from cnnviz_helpers.regularizers import clip_contribution
+    assert L.check_5(clip_contribution(25).on_image(x, grad, 0), **ctx).ok
+
+    def clip(score, *, fill=0.5, whole=False, top=False):
+        out = xn.copy()
+        for n in range(len(out)):
+            pool = score if whole else score[n]
+            q = np.quantile(pool, 0.75 if top else 0.25)
+            out[n][:, (score[n] >= q) if top else (score[n] <= q)] = fill
+        return out
+
+    rejected(L.check_5(clip(contribution, fill=0.0), **ctx), "0 (black)")
+    rejected(L.check_5(clip(contribution, top=True), **ctx), "*largest*")
+    rejected(L.check_5(clip(((xn - 0.5) * gn).sum(1)), **ctx), "absolute value")
+    rejected(L.check_5(clip(np.linalg.norm(xn - 0.5, axis=1)), **ctx), "norm clip")
+    rejected(L.check_5(clip(np.abs((xn * gn).sum(1))), **ctx), "forgot the centre")
+    rejected(L.check_5(clip(np.abs((xn - 0.5) * gn).sum(1)), **ctx), "channel by channel")
+    rejected(L.check_5(clip(contribution, whole=True), **ctx), "per image")
+    rejected(L.check_5(contribution <= 0.1, **ctx), "whole clipped image")
+    rejected(L.check_5(xn, **ctx), "changed 0% of the pixels")
+    assert not L.check_5(..., **ctx).done

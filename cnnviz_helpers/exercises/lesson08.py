@@ -2,7 +2,8 @@
 
 The references are independent of the student's code path: the exact receptive-field
 tracer of lesson 01, a separate forward pass through ``capture`` (never the optimization
-loop), and torch's softmax for a numpy softmax.
+loop), torch's softmax for a numpy softmax, and a numpy loop over images and pixels for
+Yosinski et al.'s contribution clipping (never ``regularizers``).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import torch
 from . import Wrong, exercise
 from .lesson07 import close, diagnose, tensor
 
-__all__ = ["RF_OPTIONS", "check_1", "check_2", "check_3", "check_4"]
+__all__ = ["RF_OPTIONS", "check_1", "check_2", "check_3", "check_4", "check_5"]
 
 RF_OPTIONS = (10, 30, 70, 150)
 
@@ -180,3 +181,58 @@ def check_4(answer, *, logits, ids: Sequence[int], reference):
         raise Wrong("negative values: these look like log-probabilities; a probability is in [0, 1]")
     raise Wrong(f"differs from the model's softmax by up to {float((p - ref).abs().max()):.3g}: "
                 f"p_c = e^(S_c - max) / Σ_k e^(S_k - max), per image")
+
+
+def _clipped(x: np.ndarray, score: np.ndarray, p: float, center: float, *, per_image: bool = True,
+             lowest: bool = True, value: float | None = None) -> np.ndarray:
+    """``x`` (N,3,H,W) with the pixels whose ``score`` (N,H,W) is in the lowest ``p`` % set to ``center``.
+
+    The variants (over the whole batch, the highest scores, another value) are the mistakes' answers.
+    """
+    out = x.copy()
+    fill = center if value is None else value
+    for n in range(x.shape[0]):
+        pool = score[n] if per_image else score
+        q = np.quantile(pool, p / 100 if lowest else 1 - p / 100)
+        mask = score[n] <= q if lowest else score[n] >= q
+        out[n][:, mask] = fill
+    return out
+
+
+@exercise("08.5", "Yosinski et al.'s contribution clipping by hand: the lowest p % of pixels set to grey")
+def check_5(answer, *, x, g, p: float, center: float = 0.5):
+    """``x``: the image ``(N,3,H,W)``, ``g``: its ascent gradient, ``p``: the percentage clipped per image.
+
+    The reference: per image, a pixel's contribution ``|Σ_c (x - center)_c g_c|``; the pixels at or
+    below the ``p``-th percentile (numpy's linear ``quantile``) become ``center`` in every channel.
+    """
+    xs, gs = (tensor(v, n).numpy() for v, n in ((x, "x"), (g, "g")))
+    a = tensor(answer, "answer_5")
+    if tuple(a.shape) != xs.shape:
+        raise Wrong(f"answer_5 must be the whole clipped image, shape {xs.shape} (images, colours, rows, "
+                    f"columns), got {tuple(a.shape)}: a mask or a score per pixel is only a step")
+    d = xs - center
+    contribution = np.abs((d * gs).sum(1))                                   # (N, H, W)
+    ref = _clipped(xs, contribution, p, center)
+    if close(a, ref, 1e-5):
+        return
+    diagnose(a, {
+        "you set the pixels to 0 (black): Yosinski et al. set them to the centre, the grey 0.5 that the "
+        "model reads as zero": _clipped(xs, contribution, p, center, value=0.0),
+        "those are the pixels with the *largest* contribution: clip the lowest p %": _clipped(
+            xs, contribution, p, center, lowest=False),
+        "without the absolute value, large negative contributions count as small: take |Σ_c (x - 0.5)_c g_c|":
+            _clipped(xs, (d * gs).sum(1), p, center),
+        "that is the norm clip, |x - 0.5| per pixel; the contribution multiplies by the gradient first":
+            _clipped(xs, np.sqrt((d ** 2).sum(1)), p, center),
+        "you forgot the centre: the contribution is (x - 0.5) · g, the change if the pixel went to grey":
+            _clipped(xs, np.abs((xs * gs).sum(1)), p, center),
+        "you summed |(x - 0.5)_c g_c| channel by channel: the contribution is the absolute value of the sum "
+        "over the three colours": _clipped(xs, np.abs(d * gs).sum(1), p, center),
+        "the percentile is per image: take np.quantile of each image's contributions, not of the whole batch":
+            _clipped(xs, contribution, p, center, per_image=False),
+    }, rel=1e-5)
+    changed = np.abs(a.numpy() - xs).sum(1) > 0                              # (N, H, W): pixels you changed
+    raise Wrong(f"differs from the reference by up to {float(np.abs(a.numpy() - ref).max()):.3g}; you changed "
+                f"{changed.mean():.0%} of the pixels, the step changes the lowest {p:g} % of each image's "
+                f"contributions |Σ_c (x - 0.5)_c g_c| to 0.5 (all three colours)")
