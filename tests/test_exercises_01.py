@@ -189,3 +189,68 @@ def test_wrong_answer_raises_outside_student_mode():
         lesson01.check_1("block2", measured="head")
     with pytest.raises(ExerciseError, match="not done yet"):
         lesson01.check_1(..., measured="head")
+
+
+def deconvnet_by_hand(m, x, unit, position):
+    """Zeiler & Fergus's projection on TinyNet, layer by layer without hooks: R -> max(R, 0) at each ReLU,
+    the transposed convolutions, the max-pooling's forward switches, and the model's (x - 0.5) / 0.5."""
+    net, (i, j) = m.net, position
+    conv1, conv2 = net.features[0], net.features[3]
+    with torch.no_grad():
+        xn = (x - 0.5) / 0.5
+        r1 = conv1(xn).clamp_min(0)
+        p1, switches = F.max_pool2d(r1, 2, return_indices=True)
+        a2 = conv2(p1)
+        R = torch.zeros_like(a2)
+        R[0, unit, i, j] = 1.0
+        R = R.clamp_min(0)                                                       # ReLU6, deconvnet rule
+        R = torch.nn.grad.conv2d_input(p1.shape, conv2.weight, R)
+        R = F.max_unpool2d(R, switches, 2, output_size=r1.shape[-2:])
+        R = R.clamp_min(0)                                                       # ReLU, deconvnet rule
+        R = torch.nn.grad.conv2d_input(xn.shape, conv1.weight, R, padding=1)
+    return R / 0.5
+
+
+def test_6_deconvnet_projection():
+    from support import tiny_input, tiny_model
+
+    from cnnviz_helpers.attribution import Channel, Neuron, gradient
+    m, x = tiny_model(0), tiny_input(1)
+    unit, pos = 1, (4, 6)
+    right = deconvnet_by_hand(m, x, unit, pos)
+    assert float(right.abs().max()) > 0
+    ctx = dict(model=m, x=x, layer="relu2", unit=unit, position=pos)
+    assert lesson01.check_6(right, **ctx).ok
+    assert lesson01.check_6(right[0], **ctx).ok                                  # (3, H, W) is fine too
+    guided = gradient(m, x, Neuron("relu2", unit, pos), rule="guided")
+    plain = gradient(m, x, Neuron("relu2", unit, pos), rule="gradient")
+    whole = gradient(m, x, Channel("relu2", unit), rule="deconvnet")
+    assert not torch.allclose(guided, right) and not torch.allclose(plain, right) and not torch.allclose(plain, guided)
+    assert "guided backpropagation" in hint(lesson01.check_6(guided, **ctx))
+    assert "plain gradient" in hint(lesson01.check_6(plain, **ctx))
+    assert "whole map" in hint(lesson01.check_6(whole, **ctx))
+    assert "opposite sign" in hint(lesson01.check_6(-right, **ctx))
+    assert "photo's shape" in hint(lesson01.check_6(right[0, 0], **ctx))
+    assert "is not the deconvnet" in hint(lesson01.check_6(right + 0.1, **ctx))
+    assert not lesson01.check_6(..., **ctx).done
+
+
+def test_7_concept_score():
+    g = torch.Generator().manual_seed(7)
+    m = torch.rand(40, 6, generator=g) * torch.tensor([1.0, 5.0, 0.2, 2.0, 1.0, 3.0]) + torch.tensor([0, 4.0, 0, 0, 1, 0])
+    inside = torch.zeros(40, dtype=torch.bool)
+    inside[::5] = True
+    mi, mo = m[inside].mean(0), m[~inside].mean(0)
+    right = (mi - mo) / m.std(0, unbiased=False)
+    ctx = dict(m=m, inside=inside)
+    assert lesson01.check_7(right, **ctx).ok
+    assert lesson01.check_7((mi - mo) / m.std(0), **ctx).ok                          # the unbiased std is fine
+    assert "alone" in hint(lesson01.check_7(mi, **ctx))
+    assert "standard deviation" in hint(lesson01.check_7(mi - mo, **ctx))
+    assert "*all* photos" in hint(lesson01.check_7((mi - m.mean(0)) / m.std(0, unbiased=False), **ctx))
+    assert "reversed" in hint(lesson01.check_7(-right, **ctx))
+    assert "whole table" in hint(lesson01.check_7((mi - mo) / m.std(), **ctx))
+    assert "one score per unit" in hint(lesson01.check_7(right.mean(), **ctx))
+    assert "shape (6,)" in hint(lesson01.check_7(right[:5], **ctx))
+    assert "is not" in hint(lesson01.check_7(right + 1, **ctx))
+    assert not lesson01.check_7(..., **ctx).done

@@ -8,7 +8,7 @@ import torch
 
 from . import Wrong, exercise
 
-__all__ = ["check_1", "check_2", "check_3", "check_4", "check_5"]
+__all__ = ["check_1", "check_2", "check_3", "check_4", "check_5", "check_6", "check_7"]
 
 
 def _ints(answer, n: int, what: str) -> tuple[int, ...]:
@@ -195,3 +195,70 @@ def check_5(answer, *, images, classes, ranges: dict) -> None:
         raise Wrong("every row has the same purity: did you count distinct classes or photos instead of the "
                     "photos of the most common *group*?")
     raise Wrong("answer_5 is not, row by row, the share of the row's photos in its most common coarse group")
+
+
+def _array(answer, what: str) -> np.ndarray:
+    try:
+        return np.asarray(answer.detach().cpu().double() if torch.is_tensor(answer) else answer, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise Wrong(f"{what} should be a tensor of numbers, got {type(answer).__name__}") from None
+
+
+@exercise("01.6", "Zeiler & Fergus's own projection: the deconvnet rule, one unit at its maximum")
+def check_6(answer, *, model, x, layer, unit, position) -> None:
+    """``x``: (1,3,H,W) the photo; ``position``: (row, column) of the unit's maximum in ``layer``'s map."""
+    from ..attribution import Channel, Neuron, gradient
+
+    got = _array(answer, "proj_6")
+    if got.shape not in (tuple(x.shape), tuple(x.shape[1:])):
+        raise Wrong(f"proj_6 should have the photo's shape {tuple(x.shape)} (a projection onto its pixels); "
+                    f"got {tuple(got.shape)}")
+    got = got.reshape(tuple(x.shape))
+    ref = lambda target, rule: gradient(model, x, target, rule=rule).detach().cpu().double().numpy()
+    want = ref(Neuron(layer, unit, tuple(position)), "deconvnet")
+    close = lambda a, b: np.allclose(a, b, rtol=1e-3, atol=1e-5 * max(float(np.abs(b).max()), 1e-12))
+    if close(got, want):
+        return
+    if close(got, ref(Neuron(layer, unit, tuple(position)), "guided")):
+        raise Wrong("that is guided backpropagation (the figure's rule): Zeiler & Fergus's deconvnet passes "
+                    "positive gradients through every ReLU whatever the forward pass did, rule='deconvnet'")
+    if close(got, ref(Neuron(layer, unit, tuple(position)), "gradient")):
+        raise Wrong("that is the plain gradient: the deconvnet rule keeps only the positive part of the signal "
+                    "at every ReLU on the way back, rule='deconvnet' (attribution.deconvnet)")
+    if close(got, ref(Channel(layer, unit), "deconvnet")):
+        raise Wrong("that projects the whole map of the unit (its mean); Zeiler & Fergus project the one "
+                    f"position of the maximum: Neuron({layer!r}, {unit}, {tuple(position)})")
+    if close(got, -want):
+        raise Wrong("your projection has the opposite sign: send back the unit's activation, not its negative")
+    raise Wrong(f"proj_6 is not the deconvnet projection of {layer} unit {unit} at {tuple(position)} onto the photo")
+
+
+@exercise("01.7", "the concept score z_c of every unit: contrast of the concept's photos with the rest")
+def check_7(answer, *, m, inside) -> None:
+    """``m``: (N, C) each photo's maximum of each unit; ``inside``: (N,) bool, the concept's photos."""
+    m = _array(m, "m")
+    inside = np.asarray(inside.cpu() if torch.is_tensor(inside) else inside, dtype=bool)
+    if torch.is_tensor(answer) and answer.ndim == 0 or isinstance(answer, (numbers.Real, np.floating)):
+        raise Wrong("z_7 should hold one score per unit (a (C,) tensor), not one number")
+    got = _array(answer, "z_7")
+    if got.shape != (m.shape[1],):
+        raise Wrong(f"z_7 should have shape ({m.shape[1]},), one score per unit (columns of m); got {got.shape}")
+    mi, mo, ma = m[inside].mean(0), m[~inside].mean(0), m.mean(0)
+    sd = lambda ddof: np.maximum(m.std(0, ddof=ddof), 1e-6)
+    close = lambda v: np.allclose(got, v, rtol=1e-4, atol=1e-5)
+    if close((mi - mo) / sd(0)) or close((mi - mo) / sd(1)):
+        return
+    if close(mi) or close(mi / sd(0)) or close(mi / sd(1)):
+        raise Wrong("that is the mean on the concept's photos alone: a unit strong on every photo wins it; "
+                    "subtract the mean on the other photos")
+    if close(mi - mo):
+        raise Wrong("right contrast, not yet comparable across units: divide by each unit's standard deviation "
+                    "over all photos")
+    if close((mi - ma) / sd(0)) or close((mi - ma) / sd(1)):
+        raise Wrong("you subtracted the mean over *all* photos; the score contrasts with the rest, m[~inside]")
+    if close((mo - mi) / sd(0)) or close((mo - mi) / sd(1)):
+        raise Wrong("the sign is reversed: the concept's photos minus the rest")
+    if close((mi - mo) / max(m.std(), 1e-6)) or close((mi - mo) / max(m.std(ddof=1), 1e-6)):
+        raise Wrong("that divides by the standard deviation of the whole table; use each unit's own, m.std(0)")
+    raise Wrong("z_7 is not (mean of m on the concept's photos - mean on the rest) / std of m over all photos, "
+                "per unit")
