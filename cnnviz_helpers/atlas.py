@@ -85,13 +85,12 @@ def feature_visualizations(model: nn.Module, layer: str, units: Sequence[int], *
     return torch.cat(imgs), torch.cat(first).float(), torch.cat(last).float()
 
 
-def _pixels(photos) -> torch.Tensor:
-    """The photos as (N, 3, H, W) float in [0, 1]: a ``PhotoSet`` (uint8 ``images``) or ``TensorImages``."""
-    if hasattr(photos, "tensor"):
-        return photos.tensor.float().cpu()
-    if hasattr(photos, "images"):
-        return photos.images.float() / 255
-    raise TypeError(f"photos must be a PhotoSet or TensorImages, got {type(photos).__name__}")
+def _side(photos) -> int:
+    """The photos' longer side; ``TypeError`` for anything but a ``PhotoSet`` or ``TensorImages``."""
+    if not hasattr(photos, "thumbnails"):
+        raise TypeError(f"photos must be a PhotoSet or TensorImages, got {type(photos).__name__}")
+    size = photos.size
+    return max(size) if isinstance(size, tuple) else int(size)
 
 
 def dissection(model: nn.Module, layer: str, photos, *, res: int, per_texture: int, batch_size: int | None = None,
@@ -101,13 +100,12 @@ def dissection(model: nn.Module, layer: str, photos, *, res: int, per_texture: i
     per-image overlaps: ``dict(best_c, best_iou, detector, IoU)``."""
     from .dataset import TensorImages, activations
 
-    pixels = _pixels(photos)                                             # TypeError before any pass
+    side = _side(photos)                                                 # TypeError before any pass
     kw = dict(dtype=torch.float16, batch_size=batch_size, cache=cache, progress=progress)
     acts = activations(model, [layer], photos, **kw)[layer]
-    probes, masks, concept = dx.texture_probes(per_texture, seed=0, size=max(pixels.shape[-2:]))
+    probes, masks, concept = dx.texture_probes(per_texture, seed=0, size=side)
     probe_acts = activations(model, [layer], TensorImages(probes), **kw)[layer]
-    small = F.interpolate(pixels, size=(res, res), mode="bilinear", antialias=True).clamp(0, 1)
-    L_colour = dx.colour_masks(small)
+    L_colour = dx.colour_masks(photos.thumbnails(res))
     L_texture = F.one_hot(concept, len(dx.TEXTURES)).bool()[:, :, None, None] & \
         (F.interpolate(masks[:, None].float(), size=(res, res), mode="bilinear") > 0.5)
     r = dx.dissect(acts, probe_acts, L_colour, L_texture)
@@ -133,7 +131,7 @@ def unit_cards(model: nn.Module, layer: str, photos, *, fv_size: int, fv_steps: 
     from .runs import cached
 
     resolve_layer(model, layer)                                          # KeyError with the valid names, first
-    _pixels(photos)
+    _side(photos)
     for v, what in ((fv_size, "fv_size"), (fv_steps, "fv_steps"), (tile, "tile"), (res, "res")):
         if not isinstance(v, int) or v < 1:
             raise ValueError(f"{what} must be a positive integer, got {v!r}")

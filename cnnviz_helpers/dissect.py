@@ -74,15 +74,18 @@ def unit_masks(A: torch.Tensor, T: torch.Tensor, res: int) -> torch.Tensor:
     return (up > T.to(up)[None, :, None, None]).flatten(2)
 
 
-def accumulate(A: torch.Tensor, L: torch.Tensor, T: torch.Tensor, *, per_image: bool = True, bs: int = 64):
+def accumulate(A: torch.Tensor, L: torch.Tensor, T: torch.Tensor, *, per_image: bool = True, bs: int | None = None):
     """Overlaps of every unit with every concept on one pool of images.
 
     ``A`` (B, C, h, w) activations, ``L`` (B, K, res, res) bool concept masks, ``T`` (C,).
     Returns ``(inter, msize, lsize)``: |M_k & L_c| (B, C, K), |M_k| (B, C), |L_c| (B, K)
     per image, or with ``per_image=False`` their sums over the images ((C, K), (C,), (K,)),
-    which needs no (B, C, K) array.
+    which needs no (B, C, K) array. ``bs`` images at a time (default: as many as keep the float
+    masks (bs, C, res*res) near 128 MB: VGG's and Lite0's late layers have hundreds of units).
     """
     res = L.shape[-1]
+    if bs is None:
+        bs = max(1, min(64, int(32e6 // max(1, A.shape[1] * res * res))))
     inter, msize, lsize = [], [], []
     for s in range(0, len(A), bs):
         M = unit_masks(A[s:s + bs], T, res).float()                      # (b, C, P)

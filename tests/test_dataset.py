@@ -400,3 +400,15 @@ def test_top_activations_on_photos_decodes_while_the_model_runs(monkeypatch, run
                           progress=False)["conv2"]
     assert torch.equal(t.values, ref.values) and torch.equal(t.images, ref.images)
     assert t.patches(0, photos)[0].shape == (3, 8, 8)
+
+
+def test_thumbnails_in_chunks_equal_one_resize():
+    import torch.nn.functional as F
+
+    from cnnviz_helpers.dataset import TensorImages
+
+    x = torch.rand(7, 3, 20, 24, generator=torch.Generator().manual_seed(0))
+    whole = F.interpolate(x, size=(8, 8), mode="bilinear", antialias=True).clamp(0, 1)
+    assert torch.allclose(TensorImages(x).thumbnails(8, chunk=3), whole, atol=1e-6)
+    with pytest.raises(ValueError, match="size"):
+        TensorImages(x).thumbnails(0)

@@ -122,6 +122,13 @@ class PhotoSet(torch.utils.data.Dataset):
         """Every photo, ``(N,3,S,S)`` uint8 (decoded now, or read from the decoded cache)."""
         return self.decode_all()
 
+    def thumbnails(self, size: int, *, chunk: int = 100) -> torch.Tensor:
+        """Every photo resized to ``size`` x ``size`` (bilinear, antialiased), ``(N,3,size,size)`` float in [0,1].
+
+        ``chunk`` photos at a time: no float copy of all full-size photos is made (1000 at 224 px would be 600 MB).
+        """
+        return _thumbnails(lambda s, e: self.images[s:e].float() / 255, len(self), size, chunk)
+
     @property
     def cache_file(self) -> Path:
         """Where the decoded photos of this set are cached (``runs_dir()/photos/...``), written on first decode."""
@@ -225,9 +232,21 @@ class TensorImages:
     def _crop(self, i: int, t: int, l: int, b: int, r: int) -> np.ndarray:
         return self.tensor[i, :, t:b + 1, l:r + 1].float().cpu().numpy()
 
+    def thumbnails(self, size: int, *, chunk: int = 100) -> torch.Tensor:
+        """The images resized to ``size`` x ``size``, as ``PhotoSet.thumbnails``."""
+        return _thumbnails(lambda s, e: self.tensor[s:e].float().cpu(), len(self), size, chunk)
+
     def batches(self, batch_size: int, **_: object) -> Iterator[tuple[int, torch.Tensor]]:
         for s in range(0, len(self), batch_size):
             yield s, self.tensor[s:s + batch_size]
+
+
+def _thumbnails(get, n: int, size: int, chunk: int) -> torch.Tensor:
+    import torch.nn.functional as F
+
+    size, chunk = check_int(size, "size", lo=1), check_int(chunk, "chunk", lo=1)
+    return torch.cat([F.interpolate(get(s, min(n, s + chunk)), size=(size, size), mode="bilinear", antialias=True)
+                      .clamp(0, 1) for s in range(0, n, chunk)])
 
 
 def _default_workers() -> int:
