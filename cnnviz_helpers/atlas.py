@@ -177,7 +177,7 @@ def _grid(patches: torch.Tensor, cols: int = 3, gap: int = 2) -> np.ndarray:
 
 
 _STYLE = """<style>
-.atlas{display:grid;grid-template-columns:repeat(auto-fill,minmax(250px,1fr));gap:10px}
+.atlas{display:grid;grid-template-columns:repeat(auto-fill,minmax(290px,1fr));gap:10px}
 .atlas .card{border:1px solid #ccc;border-radius:6px;padding:6px;font-size:0.8em;scroll-margin-top:70px}
 .atlas .card:target{outline:3px solid #e69f00}
 .atlas .card img{image-rendering:auto;vertical-align:top}
