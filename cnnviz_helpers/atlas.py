@@ -178,10 +178,11 @@ def _grid(patches: torch.Tensor, cols: int = 3, gap: int = 2) -> np.ndarray:
 
 _STYLE = """<style>
 .atlas{display:grid;grid-template-columns:repeat(auto-fill,minmax(290px,1fr));gap:10px}
-.atlas .card{border:1px solid #ccc;border-radius:6px;padding:6px;font-size:0.8em;scroll-margin-top:70px}
+.atlas .card{border:1px solid #ccc;border-radius:6px;padding:6px;font-size:0.8em;line-height:1.35;scroll-margin-top:70px}
 .atlas .card:target{outline:3px solid #e69f00}
-.atlas .card img{image-rendering:auto;vertical-align:top}
-.atlas .det{color:#0b6e4f;font-weight:bold}
+.atlas .pics{display:flex;gap:4px;align-items:flex-start;margin:4px 0}
+.atlas .pics img{display:block;max-width:none;height:auto;margin:0}
+.atlas .det{color:#0b6e4f}
 </style>"""
 
 
@@ -191,14 +192,16 @@ def atlas_html(cards: Sequence[Card], title: str | None = None) -> str:
     out = [_STYLE, '<div class="atlas">']
     for c in cards:
         a = anchor(c.layer, c.unit)
-        label = (f'<span class="det">{html.escape(c.concept)} detector</span>, IoU {c.iou:.3f}' if c.detector
+        label = (f'<b class="det">{html.escape(c.concept)} detector</b>, IoU {c.iou:.3f}' if c.detector
                  else f"no detector (best: {html.escape(c.concept)}, IoU {c.iou:.3f})")
+        grid = _grid(c.patches)
         out.append(
-            f'<div class="card" id="{a}"><a href="#{a}"><b>{html.escape(c.layer)} unit {c.unit}</b></a><br>'
-            f'<img alt="feature visualization of unit {c.unit}" title="feature visualization" '
-            f'src="{_jpeg(c.visualization)}" width="112" height="112"> '
+            f'<div class="card" id="{a}"><a href="#{a}"><b>{html.escape(c.layer)} unit {c.unit}</b></a>'
+            f'<div class="pics"><img alt="feature visualization of unit {c.unit}" title="feature visualization" '
+            f'src="{_jpeg(c.visualization)}" width="112" height="112">'
             f'<img alt="top photo patches of unit {c.unit}" title="top-{len(c.patches)} photo patches" '
-            f'src="{_jpeg(_grid(c.patches))}"><br>{label}<br>'
-            f"top activation {c.top_value:.2f}; visualization {c.score_start:.2f} &rarr; {c.score_end:.2f}</div>")
+            f'src="{_jpeg(grid)}" width="{grid.shape[1]}" height="{grid.shape[0]}"></div>'
+            f"<div>{label}<br>top activation {c.top_value:.2f}; visualization {c.score_start:.2f} &rarr; "
+            f"{c.score_end:.2f}</div></div>")
     out.append("</div>")
     return "\n".join(out)
