@@ -156,3 +156,25 @@ def test_5(student_mode):
     rejected(L.check_5(contribution <= 0.1, **ctx), "whole clipped image")
     rejected(L.check_5(xn, **ctx), "changed 0% of the pixels")
     assert not L.check_5(..., **ctx).done
+
+
+def test_6(model, student_mode):
+    g = torch.Generator().manual_seed(4)
+    coarse = torch.rand(1, 3, 6, 6, generator=g)
+    photo = torch.nn.functional.interpolate(coarse, size=(SIZE, SIZE), mode="bilinear")   # a smooth test "photo"
+    with torch.no_grad(), capture(model, ["block5"]) as rec:
+        model(torch.cat([torch.full_like(photo, 0.5), photo]))
+    m = rec["block5"].flatten(2).mean(2)                              # as the lesson's solution
+    rise = m[1] - m[0]
+    ctx = dict(model=model, photo=photo, layer="block5")
+    assert L.check_6(int(rise.argmax()), **ctx).ok
+    assert L.check_6(rise.argmax(), **ctx).ok                          # a 0-d tensor is fine
+    assert L.check_6(int(rise.argmax()), model=model, photo=photo, layer="mid_late").ok   # block5 = mid_late
+    if int(m[1].argmax()) != int(rise.argmax()):
+        rejected(L.check_6(int(m[1].argmax()), **ctx), "subtract the grey image's mean")
+    rejected(L.check_6(int(rise.argmin()), **ctx), "*falls* most")
+    rejected(L.check_6(float(rise.argmax()), **ctx), "an int")
+    rejected(L.check_6(10 ** 6, **ctx), "has channels 0..")
+    other = int(rise.argsort()[len(rise) // 2])
+    rejected(L.check_6(other, **ctx), "rises by")
+    assert not L.check_6(..., **ctx).done

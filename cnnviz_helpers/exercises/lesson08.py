@@ -16,7 +16,7 @@ import torch
 from . import Wrong, exercise
 from .lesson07 import close, diagnose, tensor
 
-__all__ = ["RF_OPTIONS", "check_1", "check_2", "check_3", "check_4", "check_5"]
+__all__ = ["RF_OPTIONS", "check_1", "check_2", "check_3", "check_4", "check_5", "check_6"]
 
 RF_OPTIONS = (10, 30, 70, 150)
 
@@ -236,3 +236,42 @@ def check_5(answer, *, x, g, p: float, center: float = 0.5):
     raise Wrong(f"differs from the reference by up to {float(np.abs(a.numpy() - ref).max()):.3g}; you changed "
                 f"{changed.mean():.0%} of the pixels, the step changes the lowest {p:g} % of each image's "
                 f"contributions |Σ_c (x - 0.5)_c g_c| to 0.5 (all three colours)")
+
+
+@exercise("08.6", "the depth figure's choice: the channel whose mean activation the photo raises most over grey")
+def check_6(answer, *, model, photo, layer: str):
+    """``photo``: ``(1,3,H,W)`` in [0,1]; the reference is a separate forward pass through ``capture``
+    of the grey image and the photo, channel means over the positions, and the largest rise."""
+    from ..hooks import capture
+
+    if isinstance(answer, torch.Tensor) and answer.numel() == 1:
+        answer = answer.item()
+    if isinstance(answer, np.generic):
+        answer = answer.item()
+    if isinstance(answer, bool) or not isinstance(answer, int):
+        raise Wrong(f"answer_6 is one channel index (an int), got {type(answer).__name__} {answer!r:.60}: "
+                    f"use int(...argmax())")
+    x = torch.cat([torch.full_like(photo, 0.5), photo]).float()
+    with capture(model, [layer]) as rec, torch.no_grad():
+        model(x)
+    a = rec[layer].double().cpu()                                 # (2, C, h, w): grey, photo
+    if not 0 <= answer < a.shape[1]:
+        raise Wrong(f"{layer} has channels 0..{a.shape[1] - 1}, got {answer}")
+    means, peaks = a.flatten(2).mean(2), a.flatten(2).amax(2)      # (2, C)
+    rise = means[1] - means[0]
+    best = int(rise.argmax())
+    if answer == best:
+        return
+    mistakes = {
+        int(means[1].argmax()): "that channel has the largest mean on the photo, but it may be as large on grey: "
+                                "subtract the grey image's mean, photo minus grey",
+        int(rise.argmin()): "that channel *falls* most: the largest rise is the argmax of photo minus grey",
+        int((peaks[1] - peaks[0]).argmax()): "that is the largest rise of the channel's *maximum* over positions; the "
+                                             "depth figure maximizes the channel's mean, so compare means",
+        int(rise.abs().argmax()): "the largest change in absolute value can be a fall: take the signed rise",
+    }
+    mistakes.pop(best, None)
+    if answer in mistakes:
+        raise Wrong(mistakes[answer])
+    raise Wrong(f"channel {answer} rises by {float(rise[answer]):.3g}, channel {best} by {float(rise[best]):.3g}: "
+                f"the mean over the positions of each channel, on the photo minus on grey, and its argmax")
