@@ -92,11 +92,18 @@ def make_trials(acts: torch.Tensor, photos: torch.Tensor, references: Mapping[st
     return [trials[i] for i in perm]
 
 
-def observer_accuracy(model: nn.Module, trials: Sequence[Trial], layer: str) -> float:
-    """The fraction of trials an automatic observer gets right: it picks the query whose ``layer``
-    features (averaged over positions) have the larger cosine similarity to the references' mean."""
+POOLS = ("mean", "max")
+
+
+def observer_accuracy(model: nn.Module, trials: Sequence[Trial], layer: str, *, pool: str = "mean") -> float:
+    """The fraction of trials an automatic observer gets right: it picks the query most like the references
+    in ``layer``: the cosine similarity of the query's features to the mean of the references' features
+    (each averaged over positions), with the query's features averaged over positions (``pool="mean"``)
+    or taken at its best-matching position (``pool="max"``: does the photo contain a patch like the
+    references? A unit ranked by its maximum fires on a part of the photo)."""
     from .hooks import capture
 
+    pool = check_choice(pool, POOLS, "pool")
     if not trials:
         raise ValueError("observer_accuracy needs at least one trial")
     right = 0
@@ -106,9 +113,11 @@ def observer_accuracy(model: nn.Module, trials: Sequence[Trial], layer: str) -> 
             refs = nn.functional.interpolate(t.references, size=tuple(t.queries.shape[-2:]), mode="bilinear", align_corners=False)
             rec.run(torch.cat([refs, t.queries]).to(dev))
             f = rec.activations[layer]
-            f = f.mean((2, 3)) if f.dim() == 4 else f.flatten(1)
-            centre = f[: t.k].mean(0, keepdim=True)
-            sim = nn.functional.cosine_similarity(f[t.k:], centre)
+            if f.dim() != 4:                                             # (N, C): no positions to pool over
+                f = f.flatten(1)[:, :, None, None]
+            centre = f[: t.k].mean((0, 2, 3))                            # (C,)
+            q = f[t.k:] if pool == "max" else f[t.k:].mean((2, 3), keepdim=True)
+            sim = nn.functional.cosine_similarity(q, centre[None, :, None, None], dim=1).flatten(1).amax(1)   # (2,)
             right += int(int(sim.argmax()) == t.answer)
     return right / len(trials)
 

@@ -107,3 +107,23 @@ def test_the_observer_picks_the_query_most_like_the_references():
     model = Colour().eval()
     assert observer_accuracy(model, [right], "c") == 1.0
     assert observer_accuracy(model, [right, wrong], "c") == 0.5
+    assert observer_accuracy(model, [right, wrong], "c", pool="max") == 0.5
+
+
+def test_the_max_observer_finds_a_patch_that_the_mean_misses():
+    red = torch.zeros(3, 8, 8)
+    red[0] = 1
+    spot = torch.zeros(3, 8, 8)                                          # green photo with a red corner
+    spot[1] = 1
+    spot[:, :2, :2] = 0
+    spot[0, :2, :2] = 1
+    tint = torch.zeros(3, 8, 8)                                          # one even colour, closer on average
+    tint[0], tint[1] = 0.3, 0.7
+    t = Trial("c", 0, "natural", red[None], torch.stack([tint, spot]), 1, (0.0, 1.0))
+    model = Colour().eval()
+    # by hand: mean pooling: spot (1/16 red, 15/16 green) has cosine 0.066 to red, tint 0.39: tint wins (wrong);
+    # max pooling: spot's red corner has cosine 1, tint 0.39 everywhere: spot wins (right)
+    assert observer_accuracy(model, [t], "c", pool="mean") == 0.0
+    assert observer_accuracy(model, [t], "c", pool="max") == 1.0
+    with pytest.raises(ValueError, match=r"pool"):
+        observer_accuracy(model, [t], "c", pool="median")
