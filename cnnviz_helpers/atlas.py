@@ -186,7 +186,7 @@ _STYLE = """<style>
 </style>"""
 
 
-def atlas_html(cards: Sequence[Card], title: str | None = None) -> str:
+def atlas_html(cards: Sequence[Card]) -> str:
     """One HTML block: a grid of cards, each ``<div id="<anchor>">`` with its visualization, its top
     patches, its label and a link to itself."""
     out = [_STYLE, '<div class="atlas">']
