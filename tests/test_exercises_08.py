@@ -178,3 +178,50 @@ def test_6(model, student_mode):
     other = int(rise.argsort()[len(rise) // 2])
     rejected(L.check_6(other, **ctx), "rises by")
     assert not L.check_6(..., **ctx).done
+
+
+def _spectrum_case():
+    """A smooth test image (3, 24, 24) and a magnitude spectrum of other test images (3, 24, 13)."""
+    from cnnviz_helpers.dataset import magnitude_spectrum
+
+    g = torch.Generator().manual_seed(6)
+    coarse = torch.rand(5, 3, 6, 6, generator=g)
+    imgs = torch.nn.functional.interpolate(coarse, size=(24, 24), mode="bilinear") + 0.05 * torch.rand(5, 3, 24, 24,
+                                                                                                      generator=g)
+    natural = magnitude_spectrum(imgs[1:]).double().numpy()
+    return imgs[0].double().numpy(), natural
+
+
+def test_7(student_mode):
+    x, m = _spectrum_case()
+    ctx = dict(image=x, natural=m)
+    keep = np.ones(m.shape[1:], dtype=bool)                              # as the lesson's solution
+    keep[0, 0] = False
+    a = np.abs(np.fft.rfft2(x - x.mean(axis=(1, 2), keepdims=True), norm="ortho"))
+    la, lm = np.log(a[:, keep]), np.log(m[:, keep])
+    d = float(np.mean(np.abs((la - la.mean()) - (lm - lm.mean()))))
+    assert L.check_7(d, **ctx).ok
+    assert L.check_7(np.float64(d), **ctx).ok and L.check_7(torch.tensor(d), **ctx).ok
+    # the library's helper is the same formula (an independent implementation, in torch)
+    from cnnviz_helpers.dataset.spectrum import spectrum_distance
+    lib = float(spectrum_distance(torch.from_numpy(x)[None].float(), torch.from_numpy(m).float())[0])
+    assert abs(lib - d) <= 1e-6 * d and L.check_7(lib, **ctx).ok
+    rejected(L.check_7(float(np.mean(np.abs(la - lm))), **ctx), "raw logs")
+    pc = (la - la.mean(1, keepdims=True)) - (lm - lm.mean(1, keepdims=True))
+    rejected(L.check_7(float(np.mean(np.abs(pc))), **ctx), "each channel on its own")
+    rejected(L.check_7(float(np.mean(((la - la.mean()) - (lm - lm.mean())) ** 2)), **ctx), "squared")
+    rejected(L.check_7(d / np.log(10), **ctx), "np.log10")
+    rejected(L.check_7(float(np.mean((la - la.mean()) - (lm - lm.mean()))), **ctx), "absolute value")
+    am, mm = a[:, keep], m[:, keep]
+    rejected(L.check_7(float(np.mean(np.abs((am - am.mean()) - (mm - mm.mean())))), **ctx), "logarithms")
+    m_dc = m.copy()
+    m_dc[:, 0, 0] = 1e-3                                                 # a DC term that is not 0
+    a_raw = np.abs(np.fft.rfft2(x, norm="ortho"))                        # the mean kept, the DC bin kept
+    lad, lmd = np.log(a_raw.reshape(3, -1)), np.log(m_dc.reshape(3, -1))
+    rejected(L.check_7(float(np.mean(np.abs((lad - lad.mean()) - (lmd - lmd.mean())))), image=x, natural=m_dc),
+             "DC bin (0, 0)")
+    rejected(L.check_7(float("-inf"), **ctx), "log of 0")
+    rejected(L.check_7(np.mean(np.abs((la - la.mean()) - (lm - lm.mean())), axis=1), **ctx), "one number")
+    rejected(L.check_7("0.3", **ctx), "one number")
+    rejected(L.check_7(d * 1.1, **ctx), "expected")
+    assert not L.check_7(..., **ctx).done

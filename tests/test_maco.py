@@ -16,6 +16,7 @@ from cnnviz_helpers import objectives as obj
 from cnnviz_helpers.data import sample_names
 from cnnviz_helpers import params
 from cnnviz_helpers.dataset import magnitude_spectrum, natural_spectrum
+from cnnviz_helpers.dataset.spectrum import spectrum_distance
 from cnnviz_helpers.optimize import optimize
 
 SHARED = Path(os.environ.get("CNNVIZ_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -101,3 +102,54 @@ def test_the_course_photos_spectrum_falls_off_as_one_over_f_and_is_cached(tmp_pa
 
     monkeypatch.setattr(photos.PhotoSet, "batches", no_decoding)
     assert torch.equal(natural_spectrum(64), s)
+
+
+def _distance_numpy(x, ref):
+    """numpy: per image, mean |centred log |rfft2(x - mean)| - centred log ref| over every bin but DC."""
+    out = []
+    for im in x:
+        a = np.abs(np.fft.rfft2(im - im.mean(axis=(-2, -1), keepdims=True), norm="ortho"))
+        la, lr = [], []
+        for c in range(3):
+            for i in range(a.shape[1]):
+                for j in range(a.shape[2]):
+                    if (i, j) != (0, 0):
+                        la.append(np.log(a[c, i, j]))
+                        lr.append(np.log(ref[c, i, j]))
+        la, lr = np.array(la), np.array(lr)
+        out.append(np.mean(np.abs((la - la.mean()) - (lr - lr.mean()))))
+    return np.array(out)
+
+
+def test_spectrum_distance_is_the_numpy_formula_and_ignores_contrast():
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(3, 3, 12, 10, generator=g)
+    ref = magnitude_spectrum(torch.rand(5, 3, 12, 10, generator=g))            # (3, 12, 6)
+    d = spectrum_distance(x, ref)
+    assert d.shape == (3,)
+    assert np.allclose(d.numpy(), _distance_numpy(x.numpy().astype(np.float64), ref.numpy().astype(np.float64)),
+                       atol=1e-5)
+    # one scale per image is removed: a lower contrast around the same mean is the same spectrum's shape
+    assert torch.allclose(spectrum_distance(0.5 + 0.3 * (x - 0.5), ref), d, atol=1e-5)
+    u8 = (x * 255).round().to(torch.uint8)
+    assert torch.allclose(spectrum_distance(u8, ref), spectrum_distance(u8.float() / 255, ref), atol=1e-6)
+
+
+def test_spectrum_distance_is_zero_for_the_reference_magnitude_with_any_phase():
+    g = torch.Generator().manual_seed(4)
+    ref = magnitude_spectrum(torch.rand(4, 3, 16, 16, generator=g))            # a real images' magnitude
+    phase = torch.angle(torch.fft.rfft2(torch.rand(2, 3, 16, 16, generator=g).double()))   # a real image's phase
+    y = torch.fft.irfft2(torch.polar(3.0 * ref.double().expand_as(phase), phase), s=(16, 16), norm="ortho")
+    x = 0.5 + 0.1 * y                                                           # magnitude 0.3 · ref
+    assert float(spectrum_distance(x, ref).max()) < 1e-5
+    flat = 0.5 + 0.1 * torch.fft.irfft2(torch.polar(torch.ones_like(phase), phase), s=(16, 16), norm="ortho")
+    assert float(spectrum_distance(flat, ref).min()) > 0.1                      # a white spectrum is not ref's
+
+
+@pytest.mark.parametrize("images, reference, match", [
+    (torch.rand(2, 1, 8, 8), torch.ones(3, 8, 5), r"images \(N, 3, H, W\)"),
+    (torch.rand(2, 3, 8, 8), torch.ones(3, 8, 8), r"\(3, 8, 5\)"),
+])
+def test_spectrum_distance_bad_arguments(images, reference, match):
+    with pytest.raises(ValueError, match=match):
+        spectrum_distance(images, reference)

@@ -2,8 +2,9 @@
 
 The references are independent of the student's code path: the exact receptive-field
 tracer of lesson 01, a separate forward pass through ``capture`` (never the optimization
-loop), torch's softmax for a numpy softmax, and a numpy loop over images and pixels for
-Yosinski et al.'s contribution clipping (never ``regularizers``).
+loop), torch's softmax for a numpy softmax, a numpy loop over images and pixels for
+Yosinski et al.'s contribution clipping (never ``regularizers``), and numpy's FFT for the
+spectrum distance of MaCo's section (never ``spectrum_distance``).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import torch
 from . import Wrong, exercise
 from .lesson07 import close, diagnose, tensor
 
-__all__ = ["RF_OPTIONS", "check_1", "check_2", "check_3", "check_4", "check_5", "check_6"]
+__all__ = ["RF_OPTIONS", "check_1", "check_2", "check_3", "check_4", "check_5", "check_6", "check_7"]
 
 RF_OPTIONS = (10, 30, 70, 150)
 
@@ -275,3 +276,61 @@ def check_6(answer, *, model, photo, layer: str):
         raise Wrong(mistakes[answer])
     raise Wrong(f"channel {answer} rises by {float(rise[answer]):.3g}, channel {best} by {float(rise[best]):.3g}: "
                 f"the mean over the positions of each channel, on the photo minus on grey, and its argmax")
+
+
+def _log_spectra(image: np.ndarray, natural: np.ndarray, *, remove_mean: bool = True, dc: bool = False):
+    """numpy: ``log A, log natural, A, natural`` over the bins kept, ``(3, bins)`` each; ``A = |rfft2(image - mean)|``."""
+    x = image - image.mean(axis=(1, 2), keepdims=True) if remove_mean else image
+    a = np.abs(np.fft.rfft2(x, norm="ortho"))                                # (3, H, W//2+1)
+    keep = np.ones(natural.shape[1:], dtype=bool)
+    keep[0, 0] = dc
+    with np.errstate(divide="ignore"):
+        return np.log(a[:, keep]), np.log(natural[:, keep]), a[:, keep], natural[:, keep]
+
+
+@exercise("08.7", "the spectrum distance of one MaCo image to the natural spectrum, by hand in numpy")
+def check_7(answer, *, image, natural):
+    """``image``: ``(3,H,W)`` in [0,1]; ``natural``: the magnitude ``(3,H,W//2+1)``. The reference: numpy's rfft2
+    (orthonormal) of each channel minus its mean, logs over every bin but DC, each centred on its mean over
+    the channels and bins, the mean absolute difference."""
+    x, m = (np.asarray(tensor(v, n).numpy(), dtype=np.float64) for v, n in ((image, "image"), (natural, "natural")))
+    if isinstance(answer, (list, tuple)) or (hasattr(answer, "shape") and getattr(answer, "ndim", 0) > 0):
+        shape = tuple(np.shape(answer))
+        raise Wrong(f"answer_7 is one number, got shape {shape}: the mean runs over the channels and the bins "
+                    f"together (a value per channel or per bin is a step on the way)")
+    if isinstance(answer, torch.Tensor) or isinstance(answer, np.generic):
+        answer = float(answer)
+    if isinstance(answer, bool) or not isinstance(answer, (int, float)):
+        raise Wrong(f"answer_7 is one number (a float), got {type(answer).__name__} {answer!r:.60}")
+    if not math.isfinite(answer):
+        raise Wrong(f"answer_7 is {answer}: a log of 0. After the mean is removed the DC bin (0, 0) is 0: leave "
+                    f"it out of the logs (keep[0, 0] = False)")
+    la, lm, a, mm = _log_spectra(x, m)
+    ref = float(np.mean(np.abs((la - la.mean()) - (lm - lm.mean()))))
+    if close(answer, ref, 1e-6):
+        return
+    per_channel = (la - la.mean(1, keepdims=True)) - (lm - lm.mean(1, keepdims=True))
+    mistakes = {
+        "you compared the raw logs: subtract each spectrum's mean log first (one mean over its channels and "
+        "bins), so that one scale per image (the contrast) does not count": np.mean(np.abs(la - lm)),
+        "you centred each channel on its own mean: the distance removes one scale per image, one mean over "
+        "all three channels and bins": np.mean(np.abs(per_channel)),
+        "that is the mean of the squared differences: take the mean absolute difference":
+            np.mean(((la - la.mean()) - (lm - lm.mean())) ** 2),
+        "np.log10: the distance uses the natural logarithm, np.log": ref / math.log(10),
+        "compare the logarithms of the magnitudes (log A - mean log A), not the magnitudes themselves":
+            np.mean(np.abs((a - a.mean()) - (mm - mm.mean()))),
+    }
+    for remove_mean in (True, False):              # the DC bin kept: finite only if neither DC term is 0
+        lad, lmd, _, _ = _log_spectra(x, m, remove_mean=remove_mean, dc=True)
+        if np.isfinite(lad).all() and np.isfinite(lmd).all():
+            mistakes[f"you kept the DC bin (0, 0){'' if remove_mean else ' without removing the mean'}: it is the image's "
+                     f"mean, not part of the spectrum's shape; leave it out of the logs (keep[0, 0] = False)"] = \
+                np.mean(np.abs((lad - lad.mean()) - (lmd - lmd.mean())))
+    if abs(answer) < 1e-9:
+        raise Wrong("0: without the absolute value the centred differences average to exactly 0; take "
+                    "np.mean(np.abs(...))")
+    diagnose(answer, mistakes, rel=1e-6)
+    raise Wrong(f"got {answer:.6g}, expected {ref:.6g}: per channel |np.fft.rfft2(x - x.mean(), norm='ortho')|, "
+                f"np.log over every bin but (0, 0), minus the mean of all those logs; the same for the natural "
+                f"spectrum; np.mean(np.abs(difference))")
