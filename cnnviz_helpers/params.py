@@ -14,6 +14,8 @@ plain pixels are clamped back into [0,1]).
   a fixed 3x3 matrix that mixes three decorrelated colour components into
   RGB (the square root of ImageNet's colour covariance). Gradient steps on
   the spectrum change the image mostly at low frequencies.
+  ``fft_from_image(x)`` starts that parameterization *at a photo* (feature
+  accentuation, Hamblin et al. 2024; lesson 09).
 - ``maco(size)``: MaCo, the magnitude-constrained parameterization of Fel et al.
   (NeurIPS 2023): only the Fourier *phase* is optimized; the magnitude stays the
   average spectrum of natural images (``dataset.natural_spectrum``, from the
@@ -44,6 +46,7 @@ __all__ = [
     "pixels",
     "from_image",
     "fft",
+    "fft_from_image",
     "COLOR_CORRELATION",
     "decorrelate_colors",
     "spectrum_scale",
@@ -237,6 +240,48 @@ def fft(
     spec = sd * torch.randn(n, 3, h, w // 2 + 1, 2, generator=g)
     dev = torch.device(device) if device is not None else torch.device("cpu")
     return FFTParam(spec.to(dev), h, w, float(decay_power), bool(decorrelate))
+
+
+_EPS = 1e-4   # fft_from_image clamps pixels into [_EPS, 1 - _EPS]: the logit of 0 or 1 is infinite
+
+
+def fft_from_image(x: torch.Tensor, *, decorrelate: bool = True, decay_power: float = 1.0) -> FFTParam:
+    """The parameterization of ``fft`` started *at* the photo ``x`` ``(N,3,H,W)`` in [0,1]: ``p()`` ≈ ``x``.
+
+    Feature accentuation (Hamblin et al. 2024; lesson 09) optimizes a photo in this basis. Each step of
+    ``FFTParam`` is inverted in turn: the sigmoid (a logit), the colour mixing ``C`` (its inverse,
+    ``decorrelate=True``), the divisor 4, the inverse real FFT (a forward ``rfft2``, same ``ortho``
+    norm) and the ``1/f^decay_power`` scale (divided out). Pixels are first clamped into
+    [1e-4, 1 - 1e-4], so ``p()`` reproduces ``x`` up to that clamp (pixels that were exactly 0 or 1
+    come back as 1e-4 or 1 - 1e-4) and float32 rounding. A pixel near 0 or 1 sits where the sigmoid is
+    flat: gradient steps move it slowly. The spectrum lives on ``x``'s device; ``x`` is not modified.
+
+    >>> p = fft_from_image(x0)                     # x0: (1, 3, 224, 224) in [0, 1]
+    >>> (p() - x0).abs().max()                     # ~1e-4 at most (the clamp)
+    """
+    from .images import check_image
+
+    x = check_image(x, "fft_from_image's x")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("fft_from_image needs a finite image in [0,1]: x has NaN or infinite values")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0 or hi > 1:
+        raise ValueError(f"fft_from_image needs an image in [0,1], got values in [{lo:.3g}, {hi:.3g}]")
+    check_number(decay_power, "decay_power", lo=0)
+    if not isinstance(decorrelate, bool):
+        raise TypeError(f"decorrelate must be True or False, got {decorrelate!r}")
+    n, _, h, w = x.shape
+    _size((h, w))
+    with torch.no_grad():
+        z = x.detach().to("cpu", torch.float64).clamp(_EPS, 1 - _EPS)       # float64 on the CPU: exact inverse
+        t = torch.log(z) - torch.log1p(-z)                                  # the logit: sigmoid's inverse
+        if decorrelate:
+            inv = torch.linalg.inv(COLOR_CORRELATION.to(torch.float64))
+            t = torch.einsum("kc,nchw->nkhw", inv, t)                       # RGB -> decorrelated components
+        spec = torch.fft.rfftn(t * FFTParam._MAGIC, s=(h, w), dim=(-2, -1), norm="ortho")
+        scale = spectrum_scale(h, w, float(decay_power)).to(torch.float64)
+        spec = torch.view_as_real(spec / scale).to(x.device, torch.float32).contiguous()   # (N,3,H,W//2+1,2)
+    return FFTParam(spec, h, w, float(decay_power), decorrelate)
 
 
 class MacoParam(Param):

@@ -124,3 +124,28 @@ def test_5_top5_overlap():
     assert "between 0 and 5" in hint(check(7))
     assert "the intersection of the two top-5 sets" in hint(check(4))
     assert not check(...).done
+
+
+def test_6_accentuation_distance(setup):
+    model, x0, recon, starts = setup
+    w = torch.tensor([0.8, 0.5, 0.3, 0.1]).view(4, 1, 1, 1)      # stand-ins for the accentuated batch (4 λ's):
+    images = (1 - w) * x0 + w * torch.cat([recon, starts])      # the photo, changed less and less
+    target = features(model, x0, "block3")["block3"]
+    check = lambda a, index=2: lesson09.check_6(a, model=model, images=images, index=index, layer="block3",
+                                                target=target, photo=x0)
+    f = features(model, images, "block3")["block3"].double()
+    t = target.double()
+    sq = ((f - t) ** 2).flatten(1).sum(1)                        # the direct formula (the check expands it)
+    official = float(sq[2] / (t**2).sum())
+    assert check(official).ok and check(torch.tensor(official)).ok and check(np.float32(official)).ok
+    assert check(float(sq[0] / (t**2).sum()), index=0).ok
+    assert "not normalized" in hint(check(float(sq[2])))
+    assert "without the squares" in hint(check(official ** 0.5))
+    assert "own ||φ(x)||²" in hint(check(float(sq[2] / (f[2] ** 2).sum())))
+    assert "not by their count" in hint(check(float(sq[2] / t.numel())))
+    assert "distance in pixels" in hint(check(float(((images[2] - x0[0]) ** 2).sum() / (x0 ** 2).sum())))
+    assert "batch entry 3" in hint(check(float(sq[3] / (t**2).sum())))
+    assert ">= 0" in hint(check(-official))
+    assert "should be one number" in hint(check((sq / (t**2).sum()).numpy()))
+    assert "is not ||φ(x) - φ0||²" in hint(check(official * 1.5))
+    assert not check(...).done

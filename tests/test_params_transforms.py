@@ -88,6 +88,83 @@ def test_fft_reproducible_and_differentiable():
         P.fft(24, generator=3)
 
 
+def _photo_like(n, h, w, seed=0):
+    """Smooth random colours (low frequencies, like a photo) pushed past [0,1] and clipped: saturated patches."""
+    g = gen(seed)
+    low = torch.nn.functional.interpolate(torch.randn(n, 3, 6, 6, generator=g), size=(h, w), mode="bicubic",
+                                          align_corners=False)
+    return (0.5 + 0.45 * low + 0.03 * torch.randn(n, 3, h, w, generator=g)).clamp(0, 1)
+
+
+def _numpy_render(spec, h, w, decorrelate, decay_power=1.0):
+    """FFTParam's image from its spectrum, in numpy float64 (independent of FFTParam.__call__)."""
+    s = spec.detach().cpu().numpy().astype(np.float64)
+    fy, fx = np.fft.fftfreq(h)[:, None], np.fft.rfftfreq(w)[None, :]
+    scale = 1 / np.maximum(np.hypot(fy, fx), 1 / max(h, w)) ** decay_power
+    t = np.fft.irfft2((s[..., 0] + 1j * s[..., 1]) * scale, s=(h, w), axes=(-2, -1), norm="ortho") / 4.0
+    if decorrelate:
+        svd = np.array([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
+        t = np.einsum("ck,nkhw->nchw", svd / np.linalg.norm(svd, axis=0).max(), t)
+    return 1 / (1 + np.exp(-t))
+
+
+@pytest.mark.parametrize("decorrelate", [True, False])
+@pytest.mark.parametrize("kind", ["random", "photo-like"])
+@pytest.mark.parametrize("hw", [(32, 40), (33, 47), (64, 64), (31, 31)])
+def test_fft_from_image_reproduces_the_photo(decorrelate, kind, hw):
+    h, w = hw
+    x = torch.rand(2, 3, h, w, generator=gen(1)) if kind == "random" else _photo_like(2, h, w)
+    if kind == "photo-like":
+        assert float((x == 0).float().mean()) > 0.01 and float((x == 1).float().mean()) > 0.01   # saturated pixels
+    before = x.clone()
+    p = P.fft_from_image(x, decorrelate=decorrelate)
+    assert torch.equal(x, before)                                    # x is not modified
+    assert p.shape == (2, 3, h, w) and p.spectrum.shape == (2, 3, h, w // 2 + 1, 2)
+    img = p()
+    assert (img - x).abs().max() <= 1e-4 + 1e-6                      # up to the clamp into [1e-4, 1 - 1e-4]
+    assert (img - x.clamp(1e-4, 1 - 1e-4)).abs().max() < 2e-6        # exact but for float32 rounding
+    assert np.abs(_numpy_render(p.spectrum, h, w, decorrelate) - x.clamp(1e-4, 1 - 1e-4).numpy()).max() < 2e-6
+
+
+@pytest.mark.parametrize("decay_power", [0.0, 1.5])
+def test_fft_from_image_other_decay(decay_power):
+    x = _photo_like(1, 24, 36, seed=2)
+    p = P.fft_from_image(x, decay_power=decay_power)
+    assert p.decay_power == decay_power and p.decorrelate
+    assert (p() - x).abs().max() <= 1e-4 + 1e-6
+    assert np.abs(_numpy_render(p.spectrum, 24, 36, True, decay_power) - x.clamp(1e-4, 1 - 1e-4).numpy()).max() < 2e-6
+
+
+def test_fft_from_image_gradients_reach_the_spectrum():
+    x = _photo_like(2, 32, 32)
+    p = P.fft_from_image(x)
+    assert p.parameters() == [p.spectrum] and p.spectrum.requires_grad and p.spectrum.is_leaf
+    g, = torch.autograd.grad(p()[1, 0, 10, 12], p.parameters())
+    assert g[1].abs().sum() > 0 and g[0].abs().sum() == 0            # image 1's pixel depends on image 1's spectrum only
+    before = p.image()                                               # a step on the spectrum changes the image
+    with torch.no_grad():
+        p.spectrum[0, :, 0, 1] += 0.01
+    assert not torch.allclose(p.image(), before)
+
+
+def test_fft_from_image_errors():
+    with pytest.raises(ValueError, match=r"needs an image in \[0,1\], got values in \[0, 255\]"):
+        P.fft_from_image(torch.linspace(0, 255, 3 * 16 * 16).reshape(1, 3, 16, 16))
+    with pytest.raises(ValueError, match=r"needs an image in \[0,1\], got values in \[-0.5"):
+        P.fft_from_image(torch.full((1, 3, 16, 16), -0.5))
+    with pytest.raises(ValueError, match=r"NaN or infinite"):
+        P.fft_from_image(torch.full((1, 3, 16, 16), float("nan")))
+    with pytest.raises(ValueError, match=r"shape"):
+        P.fft_from_image(torch.rand(1, 4, 16, 16))
+    with pytest.raises(TypeError):
+        P.fft_from_image(np.zeros((1, 3, 16, 16)))
+    with pytest.raises(ValueError, match=r"decay_power must be a number >= 0, got -1"):
+        P.fft_from_image(torch.rand(1, 3, 16, 16), decay_power=-1)
+    with pytest.raises(TypeError, match=r"decorrelate must be True or False, got 1"):
+        P.fft_from_image(torch.rand(1, 3, 16, 16), decorrelate=1)
+    assert P.fft_from_image(torch.rand(3, 16, 16)).shape == (1, 3, 16, 16)   # a (3,H,W) image is one image
+
+
 # ---------------------------------------------------------------- transforms
 
 def test_jitter_crop_draws_from_the_generator():

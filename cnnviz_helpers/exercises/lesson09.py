@@ -1,4 +1,5 @@
-"""Checks of lesson 09 (inverting a representation, Mahendran & Vedaldi; lecture module 13.7).
+"""Checks of lesson 09 (inverting a representation, Mahendran & Vedaldi; lecture module 13.7; feature
+accentuation, Hamblin et al. 2024).
 
 Each check recomputes the fact its own way (float64, a different formula or the
 other start) and names the usual mistake when the answer matches one.
@@ -15,7 +16,7 @@ import torch
 from . import Wrong, exercise
 from ._answers import number
 
-__all__ = ["check_1", "check_2", "check_3", "check_4", "check_5"]
+__all__ = ["check_1", "check_2", "check_3", "check_4", "check_5", "check_6"]
 
 
 def _close(a: float, b: float, tol: float) -> bool:
@@ -179,3 +180,37 @@ def check_5(answer, *, original: torch.Tensor, reconstruction: torch.Tensor) -> 
         raise Wrong(f"two sets of 5 classes share between 0 and 5 of them, got {answer}")
     raise Wrong("not the size of the intersection of the two top-5 sets of class indices "
                 "(logits_rec[EMB][0].topk(5).indices and logits_person[0].topk(5).indices)")
+
+
+@exercise("09.6", "the relative feature distance of one accentuated image to the photo, by hand")
+def check_6(answer, *, model, images: torch.Tensor, index: int, layer: str, target: torch.Tensor,
+            photo: torch.Tensor) -> None:
+    """``images``: the accentuated batch (one per λ), ``index``: the one asked for; ``target``: the photo's code
+    at ``layer``; ``photo``: the photo (for the pixel-space mistake)."""
+    from ..objectives import features
+
+    value = number(answer, "the relative distance")
+    f = _f64(features(model, images, [layer])[layer]).flatten(1)
+    f0 = _f64(target).flatten(1)
+    n0 = float((f0 * f0).sum())
+    sq = (f * f).sum(1) - 2 * (f @ f0.T).squeeze(1) + n0           # expanded ||f - f0||², one per image
+    ref = float(sq[index]) / n0
+    if abs(value - ref) <= 2e-3 * abs(ref) + 1e-7:             # relative: the distances are small numbers
+        return
+    if value < 0:
+        raise Wrong("a squared distance divided by a squared norm is >= 0")
+    x, x0 = _f64(images[index]).flatten(), _f64(photo).flatten()
+    hints = [
+        (ref * n0, "not normalized: divide the squared distance by ||φ0||², the squared norm of the photo's code"),
+        (math.sqrt(ref), "that is ||φ(x) - φ0|| / ||φ0||, without the squares: the lesson's distance is squared"),
+        (float(sq[index]) / float((f[index] * f[index]).sum()),
+         "you divided by the accentuated image's own ||φ(x)||²: normalize by the photo's code, ||φ0||²"),
+        (ref * n0 / f0.numel(), "that is the mean squared difference over the code's values: divide the sum of "
+                                "squares by ||φ0||² (the sum of the photo's squared values), not by their count"),
+        (float(((x - x0) ** 2).sum() / (x0 ** 2).sum()),
+         "that is the distance in pixels: measure the codes at the regularization layer, with features(...)"),
+    ] + [(float(sq[k]) / n0, f"that is the image of batch entry {k}: the exercise asks for entry {index}")
+         for k in range(len(sq)) if k != index]
+    _name_the_mistake(value, hints)
+    raise Wrong(f"{value:.5f} is not ||φ(x) - φ0||² / ||φ0||² for image {index} at {layer!r} "
+                "(φ: a fresh forward pass with features, φ0: the photo's code phi_seed)")
