@@ -412,3 +412,181 @@ def test_thumbnails_in_chunks_equal_one_resize():
     assert torch.allclose(TensorImages(x).thumbnails(8, chunk=3), whole, atol=1e-6)
     with pytest.raises(ValueError, match="size"):
         TensorImages(x).thumbnails(0)
+
+
+# ---------------------------------------------------------------- relevance beside activation (issue 15)
+
+def test_relevance_equals_the_closed_form_of_a_linear_head_and_its_top_k_is_the_tables():
+    """relu2 is followed by global average pooling and fc: dS_y/dA_c = w_yc / (HW), so R_c = w_yc * mean_ij A_c."""
+    m, x = tiny_model(), tiny_input(n=11, size=(32, 40))
+    top = top_activations(m, ["conv1", "relu2"], x, k=4, batch_size=3, relevance=3, relevance_layers="relu2",
+                          progress=False)
+    a = _tiny_layers(m, x)["relu2"]                                          # (N, C, h, w), no hooks
+    w = m.net.fc.weight.detach()[3]                                          # (C,)
+    t = top["relu2"]
+    r_hand = (w[None, :] * a.mean((2, 3))).numpy()
+    np.testing.assert_allclose(t.relevance.table.numpy(), r_hand, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(t.table.numpy(), a.amax((2, 3)).numpy(), rtol=1e-6)
+    assert t.target == 3 and t.relevance.ranking == "relevance" and t.ranked("relevance") is t.relevance
+    # the top-k by relevance is the top-k of the full table (stable sort: earlier photo first on ties)
+    order = np.argsort(-r_hand, axis=0, kind="stable")[:4].T                  # (C, 4)
+    np.testing.assert_array_equal(t.relevance.images.numpy(), order)
+    np.testing.assert_allclose(t.relevance.values.numpy(), np.take_along_axis(r_hand.T, order, 1), rtol=1e-5)
+    # its positions: the largest contribution A * w/(HW), i.e. the largest A when w > 0, the smallest when w < 0
+    h, wd = a.shape[-2:]
+    for c in range(a.shape[1]):
+        for r in range(4):
+            contrib = (a[order[c, r], c] * w[c] / (h * wd)).flatten()
+            assert int(t.relevance.rows[c, r]) * wd + int(t.relevance.cols[c, r]) == int(contrib.argmax())
+    # the activation ranking is what it is without relevance; conv1 has none
+    plain = top_activations(m, ["conv1", "relu2"], x, k=4, batch_size=3, progress=False)
+    for n in ("conv1", "relu2"):
+        assert torch.equal(plain[n].values, top[n].values) and torch.equal(plain[n].images, top[n].images)
+        assert plain[n].relevance is None and plain[n].table is None
+    assert top["conv1"].relevance is None
+    with pytest.raises(ValueError, match=r"layer 'conv1' was ranked without relevance"):
+        top["conv1"].ranked("relevance")
+    with pytest.raises(ValueError, match=r"unknown ranking 'size': choose one of activation, relevance"):
+        t.ranked("size")
+
+
+def _relevance_by_autograd(m, x, layer, classes):
+    """R (N, C) one photo at a time: torch.autograd.grad of that photo's logit w.r.t. the layer's output."""
+    from cnnviz_helpers.hooks import capture
+
+    out = []
+    for i in range(x.shape[0]):
+        xi = x[i:i + 1].clone().requires_grad_(True)
+        with capture(m, [layer]) as rec:
+            s = m(xi)[0, classes[i]]
+            (g,) = torch.autograd.grad(s, rec[layer])
+            out.append((rec[layer] * g).flatten(2).sum(2)[0].detach())
+    return torch.stack(out)
+
+
+def test_relevance_equals_autograd_one_photo_at_a_time_through_an_in_place_relu():
+    """conv1 is followed by ReLU(inplace=True), and the graph of the pass starts at conv1: a backward
+    through the whole net, for a class given by name; conv2 (deeper) in the same graph."""
+    m, x = tiny_model(), tiny_input(n=7, size=(32, 40))
+    top = top_activations(m, ["conv1", "conv2"], x, k=3, batch_size=2, relevance="class1", cache=False,
+                          progress=False)
+    for n in ("conv1", "conv2"):
+        torch.testing.assert_close(top[n].relevance.table, _relevance_by_autograd(m, x, n, [1] * 7),
+                                   rtol=1e-4, atol=1e-6)
+    assert top["conv1"].target == 1 and m.net.features[1].inplace
+
+
+@needs_photos
+def test_relevance_of_each_photos_own_label(monkeypatch, runs_cache):
+    monkeypatch.setenv("CNNVIZ_DATA", str(SHARED))
+    m = tiny_model()                                                       # 5 classes: photos of classes 1..4
+    photos = PhotoSet([1, 2, 3, 4], size=40)
+    t = top_activations(m, "conv2", photos, k=2, batch_size=3, relevance="label", progress=False)["conv2"]
+    x = photos.images.float() / 255
+    torch.testing.assert_close(t.relevance.table, _relevance_by_autograd(m, x, "conv2", photos.classes),
+                               rtol=1e-4, atol=1e-6)
+    assert t.target == "label"
+    with pytest.raises(ValueError, match=r"relevance class index 999 is out of range: the model has 5 outputs"):
+        top_activations(m, "conv2", PhotoSet([999], size=40), k=1, relevance="label", cache=False, progress=False)
+
+
+def test_relevance_is_cached_apart_and_old_results_keep_their_files(runs_cache, monkeypatch):
+    m, x = tiny_model(), tiny_input(n=6)
+    plain = top_activations(m, ["conv1", "conv2"], x, k=3, progress=False)
+    plain_files = {p.name for p in runs_cache.rglob("*.pt")}
+    rel = top_activations(m, ["conv1", "conv2"], x, k=3, relevance=0, relevance_layers=["conv2"], progress=False)
+    new_files = {p.name for p in runs_cache.rglob("*.pt")} - plain_files
+    assert len(new_files) == 1 and "-rel-" in new_files.pop()                # conv1 came from the plain file
+
+    def no_pass(*a, **k):
+        raise AssertionError("the pass ran again")
+
+    monkeypatch.setattr(D.passes, "_stream", no_pass)
+    again = top_activations(m, ["conv1", "conv2"], x, k=3, relevance=0, relevance_layers=["conv2"], progress=False)
+    assert torch.equal(again["conv2"].relevance.table, rel["conv2"].relevance.table)
+    assert torch.equal(again["conv2"].relevance.images, rel["conv2"].relevance.images)
+    assert torch.equal(top_activations(m, "conv2", x, k=3, progress=False)["conv2"].values, plain["conv2"].values)
+    for call in (lambda: top_activations(m, "conv2", x, k=3, relevance=1, progress=False),
+                 lambda: top_activations(m, "conv2", x, k=3, relevance="class1", progress=False),   # same as 1
+                 lambda: top_activations(m, "conv1", x, k=3, relevance=0, progress=False)):
+        with pytest.raises(AssertionError, match="the pass ran again"):
+            call()
+
+
+def test_bad_relevance_values_are_refused_before_any_work(monkeypatch):
+    m, x = tiny_model(), tiny_input(n=3)
+
+    def no_pass(*a, **k):
+        raise AssertionError("the pass started")
+
+    monkeypatch.setattr(D.passes, "_stream", no_pass)
+    with pytest.raises(ValueError, match=r"relevance='label' needs photos with labels \(a PhotoSet.*Valid: None, "
+                                         r"'label'"):
+        top_activations(m, "conv1", x, k=2, relevance="label")
+    with pytest.raises(ValueError, match=r"relevance class index 5 is out of range: valid indices are 0\.\.4"):
+        top_activations(m, "conv1", x, k=2, relevance=5)
+    with pytest.raises(ValueError, match=r"unknown relevance 'tabby': not a class of tiny .*valid: None, 'label'"):
+        top_activations(m, "conv1", x, k=2, relevance="tabby")
+    with pytest.raises(TypeError, match=r"relevance must be None, 'label' .* got True"):
+        top_activations(m, "conv1", x, k=2, relevance=True)
+    with pytest.raises(ValueError, match=r"relevance_layers is given but relevance is None"):
+        top_activations(m, "conv1", x, k=2, relevance_layers="conv1")
+    with pytest.raises(ValueError, match=r"relevance_layers \['conv2'\] are not among the ranked layers: conv1"):
+        top_activations(m, "conv1", x, k=2, relevance=0, relevance_layers="conv2")
+    with pytest.raises(KeyError, match=r"unknown layer 'conv9'"):
+        top_activations(m, "conv1", x, k=2, relevance=0, relevance_layers="conv9")
+
+
+@pytest.mark.filterwarnings("ignore:An input array is constant")
+def test_spearman_equals_scipy_with_ties_and_constant_columns():
+    stats = pytest.importorskip("scipy.stats")
+    g = np.random.default_rng(0)
+    a = g.integers(0, 5, (40, 6)).astype(float)                             # many ties, on purpose
+    b = np.c_[g.normal(size=(40, 4)), np.round(g.normal(size=(40, 1))), np.ones((40, 1))]   # last column: constant
+    a[:, 3] = 2.0                                                           # a constant column on the other side
+    got = D.spearman(a, b)
+    want = np.array([stats.spearmanr(a[:, j], b[:, j]).statistic for j in range(6)])
+    np.testing.assert_allclose(got, want, rtol=1e-12, equal_nan=True)
+    assert np.isnan(got[3]) and np.isnan(got[5]) and np.isfinite(got[[0, 1, 2, 4]]).all()
+    np.testing.assert_array_equal(D.rankdata(a), np.stack([stats.rankdata(a[:, j]) for j in range(6)], 1))
+    assert abs(D.spearman(torch.tensor(a[:, 0]), torch.tensor(b[:, 0])) - want[0]) < 1e-12   # tensors, vectors
+    assert D.spearman(np.arange(5.0), -np.arange(5.0) ** 3) == pytest.approx(-1.0)
+    with pytest.raises(ValueError, match=r"two tables of the same shape"):
+        D.spearman(a, b[:, :2])
+
+
+def test_streaming_topk_of_given_scores_and_positions():
+    acc = StreamingTopK(channels=2, k=2)
+    acc.update_scores(torch.tensor([[1.0, -1.0], [3.0, 0.0]]), torch.tensor([[4, 0], [5, 1]]), 0, (2, 3))
+    acc.update_scores(torch.tensor([[2.0, 7.0]]), torch.tensor([[2, 3]]), 2, (2, 3))
+    assert acc.images.tolist() == [[1, 2], [2, 1]] and acc.values.tolist() == [[3.0, 2.0], [7.0, 0.0]]
+    assert acc.rows.tolist() == [[1, 0], [1, 0]] and acc.cols.tolist() == [[2, 2], [0, 1]]
+    with pytest.raises(ValueError, match=r"activation maps changed size from \(2, 3\) to \(3, 3\)"):
+        acc.update_scores(torch.zeros(1, 2), torch.zeros(1, 2, dtype=torch.long), 3, (3, 3))
+
+
+def test_capture_grad_from_starts_the_graph_at_the_first_of_its_layers():
+    """What the relevance pass relies on: nothing recorded before the graph's start, every later layer in it."""
+    from cnnviz_helpers.hooks import capture
+
+    m, x = tiny_model(), tiny_input(n=2)
+    with capture(m, ["conv1", "conv2", "relu2"], grad_from=["relu2", "conv2"]) as rec:
+        out = m(x)
+        assert not rec["conv1"].requires_grad and rec["conv2"].is_leaf and rec["conv2"].requires_grad
+        assert not rec["relu2"].is_leaf                                  # downstream of conv2: in its graph
+        g2, g3 = torch.autograd.grad(out[:, 1].sum(), [rec["conv2"], rec["relu2"]])
+    w = m.net.fc.weight.detach()[1]
+    torch.testing.assert_close(g3, (w[None, :, None, None] / (g3.shape[2] * g3.shape[3])).expand_as(g3))
+    torch.testing.assert_close(g2, g3 * ((rec["conv2"] > 0) & (rec["conv2"] < 6)).float())   # ReLU6's gate
+    assert all(p.grad is None for p in m.parameters())
+    # under no_grad (the pass): grad mode on from conv2 only, and off again after rec.run
+    with capture(m, ["conv1", "conv2", "relu2"], grad_from="conv2") as rec, torch.no_grad():
+        out = rec.run(x)
+        assert not torch.is_grad_enabled() and out.requires_grad and not rec["conv1"].requires_grad
+        with torch.enable_grad():
+            (g2_again,) = torch.autograd.grad(out[:, 1].sum(), [rec["conv2"]])
+    torch.testing.assert_close(g2_again, g2)
+    assert torch.is_grad_enabled()
+    with pytest.raises(ValueError, match=r"grad_from names \['pool'\], which are not recorded layers"):
+        with capture(m, ["conv1"], grad_from="pool"):
+            pass

@@ -254,3 +254,36 @@ def test_7_concept_score():
     assert "shape (6,)" in hint(lesson01.check_7(right[:5], **ctx))
     assert "is not" in hint(lesson01.check_7(right + 1, **ctx))
     assert not lesson01.check_7(..., **ctx).done
+
+
+def test_8_spearman_by_hand():
+    g = np.random.default_rng(8)
+    m = g.gamma(1.0, 2.0, 60)
+    m[:6] = m[6:12]                                         # ties in the activations
+    r = 0.3 * m ** 3 + g.normal(size=60)                    # a few large values: Pearson differs from Spearman
+    ctx = dict(m=torch.tensor(m), r=torch.tensor(r))
+
+    def ranks(a):                                           # the official answer's numpy ranks, ties averaged
+        order = np.argsort(a, kind="stable")
+        rk = np.empty(len(a))
+        rk[order] = np.arange(1, len(a) + 1)
+        for v in np.unique(a):
+            rk[a == v] = rk[a == v].mean()
+        return rk
+
+    rho = float(np.corrcoef(ranks(m), ranks(r))[0, 1])
+    assert lesson01.check_8(rho, **ctx).ok
+    assert "Pearson's correlation of the values" in hint(lesson01.check_8(float(np.corrcoef(m, r)[0, 1]), **ctx))
+    assert "argsort of the argsort" in hint(lesson01.check_8(float(np.corrcoef(np.argsort(m, kind="stable"),
+                                                                              np.argsort(r, kind="stable"))[0, 1]),
+                                                            **ctx))
+    assert "reversed" in hint(lesson01.check_8(-rho, **ctx))
+    ordinal = lambda a: np.argsort(np.argsort(a, kind="stable"), kind="stable")
+    assert "ties" in hint(lesson01.check_8(float(np.corrcoef(ordinal(m), ordinal(r))[0, 1]), **ctx))
+    assert "[-1, 1]" in hint(lesson01.check_8(float(((ranks(m) - 30.5) * (ranks(r) - 30.5)).mean()), **ctx))
+    assert "is not Spearman" in hint(lesson01.check_8(rho * 0.9, **ctx))
+    assert "one number" in hint(lesson01.check_8(torch.ones(3), **ctx))
+    assert not lesson01.check_8(..., **ctx).done
+    dead = dict(m=np.zeros(5), r=np.arange(5.0))            # a unit that never fires (untrained nets): no ranking
+    assert lesson01.check_8(float("nan"), **dead).ok
+    assert "no ranking" in hint(lesson01.check_8(0.0, **dead))

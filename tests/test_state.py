@@ -175,6 +175,10 @@ CASES.update({
     "top_activations": Case(lambda m, x: _ds().top_activations(m, ["conv1", "relu2", "fc"], x, k=1, cache=False,
                                                                progress=False),
                             bad=lambda m, x: _ds().top_activations(m, "conv1", x, k=0, cache=False)),
+    # relevance (issue 15): a backward from the logits in the same pass; no .grad on any parameter
+    "top_activations/relevance": Case(lambda m, x: _ds().top_activations(
+        m, ["conv1", "relu2", "fc"], x, k=1, relevance=2, relevance_layers=["conv1", "fc"], cache=False,
+        progress=False), bad=lambda m, x: _ds().top_activations(m, "conv1", x, k=1, relevance=9, cache=False)),
     "activations": Case(lambda m, x: _ds().activations(m, ["conv1", "pool"], x, reduction="max", cache=False,
                                                        progress=False),
                         bad=lambda m, x: _ds().activations(m, "conv1", x, reduction="median", cache=False)),

@@ -12,6 +12,9 @@
   each ``TopK`` maps a position to its receptive field and crops the patches.
 - ``activations(model, layers, photos, reduction=None)``: a layer's outputs for
   every photo (embeddings, dissection masks).
+- ``top_activations(..., relevance="label")``: in the same pass, each unit's top-k by
+  *relevance* to the class (gradient x activation summed over positions) and the full
+  tables of both scores; ``spearman`` compares the two orderings per unit (``relevance``).
 - ``runs_dir()``: where results are cached: ``$CNNVIZ_CACHE`` or
   ``~/.cache/cnnviz-runs``, created on first write, separate from the course
   images (``config.data_dir()`` may be read-only). A result is keyed by the
@@ -19,7 +22,7 @@
   sha256 and the size) and the settings, so a second run is served from disk and
   a changed model or image set is never served stale results.
 
-Introduced in lesson 01 (maximally activating patches); used by lesson 
+Introduced in lesson 01 (maximally activating patches); used by lessons 12 and 13 and the atlas pages.
 
 One module per job: ``cache`` (``runs_dir``, keys, atomic writes), ``photos``
 (``PhotoSet``, ``TensorImages``), ``topk`` (``StreamingTopK``, ``TopK``),
@@ -31,6 +34,7 @@ from __future__ import annotations
 from .cache import CACHE_ENV, CacheWarning, cache_enabled, model_fingerprint, runs_dir
 from .passes import REDUCTIONS, activations, top_activations
 from .photos import PhotoSet, TensorImages, _default_workers
+from .relevance import rankdata, spearman
 from .spectrum import magnitude_spectrum, natural_spectrum
 from .topk import StreamingTopK, TopK
 
@@ -47,6 +51,8 @@ __all__ = [
     "top_activations",
     "activations",
     "REDUCTIONS",
+    "spearman",
+    "rankdata",
     "natural_spectrum",
     "magnitude_spectrum",
 ]

@@ -15,6 +15,7 @@ from ..hooks import capture
 from ..receptive import receptive_field
 from .cache import _FORMAT, _cache_load, _cache_save, _digest, _safe, model_fingerprint, runs_dir
 from .photos import PhotoSet, TensorImages, _bar, _input_hw, _source
+from .relevance import _classes, _logit_grads, _relevance_maps, _target
 from .topk import StreamingTopK, TopK, _rf_to_dict, _topk_result
 
 __all__ = ["REDUCTIONS", "top_activations", "activations"]
@@ -38,10 +39,12 @@ def _check_batch(batch_size: int | None) -> int | None:
 
 
 def _stream(model: nn.Module, names: list[str], src: PhotoSet | TensorImages, batch_size: int | None,
-            workers: int | None, progress: bool, consume: Callable[[int, dict[str, torch.Tensor]], None],
-            cache: bool, desc: str) -> None:
+            workers: int | None, progress: bool, consume: Callable[..., None],
+            cache: bool, desc: str, grad_layers: Sequence[str] = (), target=None) -> None:
     """One forward pass over ``src`` with every layer of ``names`` captured; ``consume(start, acts)``
-    per batch.
+    per batch (``consume(start, acts, grads)`` with ``grad_layers``: then each batch also runs one
+    backward of the sum of its photos' logits of class ``target`` (``"label"``: each photo's own)
+    to those layers, the graph starting at the first of them, and ``grads[n]`` is dS/dA there).
 
     Hooks and model state are owned by ``capture`` (removed and restored in its
     ``finally``); it switches in-place modules off for the pass, so a recorded
@@ -60,14 +63,23 @@ def _stream(model: nn.Module, names: list[str], src: PhotoSet | TensorImages, ba
                                      budget_images=min(16, max(1, len(src) // 8)))
     bar = _bar(len(src), desc, progress)
     try:
-        with capture(model, names, detach=True) as rec, torch.no_grad():
+        grad_layers = list(grad_layers)
+        # no_grad: with grad_layers, capture switches grad mode on at the first of them (the layers before run
+        # as in inference, a grad-mode forward costs a fifth more) and off after the pass
+        with capture(model, names, detach=not grad_layers, grad_from=grad_layers) as rec, torch.no_grad():
             for start, xb in src.batches(batch_size, workers=workers, cache=cache):
                 x = xb.to(dev)
                 x = x.float().div_(255) if x.dtype == torch.uint8 else x.float()
                 x = x.contiguous(memory_format=torch.channels_last)  # CPU convolutions: several times faster
-                rec.run(x)  # one forward per batch, the last batch's activations forgotten first
+                out = rec.run(x)  # one forward per batch, the last batch's activations forgotten first
                 rec.check_unmodified()
-                consume(start, {n: rec[n] for n in names})
+                if grad_layers:
+                    y = _classes(target, src, start, xb.shape[0])
+                    grads = _logit_grads(out, [rec[n] for n in grad_layers], y)
+                    consume(start, {n: rec[n].detach() for n in names}, dict(zip(grad_layers, grads)))
+                else:
+                    consume(start, {n: rec[n] for n in names})
+                del out
                 bar.update(xb.shape[0])
     finally:
         bar.close()
@@ -83,6 +95,8 @@ def top_activations(
     workers: int | None = None,
     cache: bool = True,
     progress: bool = True,
+    relevance: str | int | None = None,
+    relevance_layers: str | Sequence[str] | None = None,
 ) -> dict[str, TopK]:
     """For every unit of each layer, the ``k`` photos that activate it most, in one pass.
 
@@ -97,6 +111,15 @@ def top_activations(
     ``batch_size``: photos per forward pass; ``None`` measures the fastest
     (``attribution.best_batch_size``, once per model and size) when a pass runs.
 
+    ``relevance``: also rank by relevance to a class, in the same pass (``None``:
+    off). ``"label"``: each photo's own class (a ``PhotoSet``); an index or a class
+    name: that class for every photo. ``R_c(x) = sum_ij A_c(x)_ij dS_y/dA_c(x)_ij``
+    (``S_y`` the logit) comes from one backward per batch, from the logits down to
+    the ``relevance_layers`` (default: all of ``layers``; a deep layer's backward is
+    cheap, an early one's costs nearly a full backward). Those layers' ``TopK`` get
+    ``.relevance`` (the top-k by ``R``), ``.table`` and ``.relevance.table`` (every
+    photo's ``m`` and ``R``, ``(N,C)``) and ``.rank_correlation()``.
+
     >>> top = top_activations(model, ["block2", "block5"], PhotoSet(range(0, 1000, 10)))
     >>> top["block5"].values.shape        # (112, 9): 112 units, 9 photos each
     """
@@ -107,12 +130,23 @@ def top_activations(
     batch_size = _check_batch(batch_size)
     if workers is not None:
         check_int(workers, "workers", lo=0)
+    target = _target(model, src, relevance)
+    if relevance_layers is not None and target is None:
+        raise ValueError("relevance_layers is given but relevance is None: pass relevance='label' or a class")
+    rel = [] if target is None else (names if relevance_layers is None
+                                     else list(resolve_layers(model, relevance_layers)))
+    outside = [n for n in rel if n not in resolved]
+    if outside:
+        raise ValueError(f"relevance_layers {outside} are not among the ranked layers: {', '.join(names)}")
     hw = _input_hw(src)
-    entries = _entries(model, resolved, "topk", cache, (src.key, k))
+    entries = _entries(model, resolved, "topk", cache, (src.key, k))  # without relevance: the keys of before
+    entries.update(_entries(model, {n: resolved[n] for n in rel}, "topk", cache, (src.key, k, "relevance", target),
+                            tag="rel-"))
     cached, todo = _from_cache(entries, cache, lambda data: True)
     out = {n: _topk_result(n, resolved[n][0], data, hw, src.key) for n, data in cached.items()}
     if todo:
-        for n, data in _rank(model, todo, src, k, batch_size, workers, progress, cache).items():
+        todo_rel = [n for n in todo if n in rel]
+        for n, data in _rank(model, todo, src, k, batch_size, workers, progress, cache, todo_rel, target).items():
             data["key"] = entries[n][0]
             if cache:
                 _cache_save(entries[n][1], data)
@@ -121,8 +155,9 @@ def top_activations(
 
 
 def _rank(model: nn.Module, todo: list[str], src, k: int, batch_size: int | None, workers: int | None,
-          progress: bool, cache: bool) -> dict[str, dict]:
-    """One pass over ``src``: per layer, the top-``k`` photos of every unit and the layer's receptive field."""
+          progress: bool, cache: bool, rel: Sequence[str] = (), target=None) -> dict[str, dict]:
+    """One pass over ``src``: per layer, the top-``k`` photos of every unit and the layer's receptive field;
+    for the layers ``rel``, also the top-``k`` by relevance to ``target`` and both full ``(N,C)`` tables."""
     hw = _input_hw(src)
     shapes = _probe_shapes(model, todo, hw)
     rfs: dict[str, dict | None] = {}
@@ -133,14 +168,29 @@ def _rank(model: nn.Module, todo: list[str], src, k: int, batch_size: int | None
         spatial = len(s) == 3 and s[1] * s[2] > 1
         rfs[n] = _rf_to_dict(receptive_field(model, n, hw)) if spatial else None  # errors before the pass
     acc = {n: StreamingTopK(shapes[n][0], k) for n in todo}
+    acc_r = {n: StreamingTopK(shapes[n][0], k) for n in rel}
+    tables = {n: (torch.empty(len(src), shapes[n][0]), torch.empty(len(src), shapes[n][0])) for n in rel}
 
-    def consume(start: int, acts: dict[str, torch.Tensor]) -> None:
+    def consume(start: int, acts: dict[str, torch.Tensor], grads: dict[str, torch.Tensor] | None = None) -> None:
         for n in todo:
             acc[n].update(acts[n], start)
+        for n in rel:
+            a = acts[n]
+            r, pos = _relevance_maps(a, grads[n])
+            acc_r[n].update_scores(r, pos, start, tuple(a.shape[-2:]) if a.dim() == 4 else (1, 1))
+            b = a.shape[0]
+            tables[n][0][start:start + b] = (a.flatten(2).amax(2) if a.dim() == 4 else a).float().cpu()
+            tables[n][1][start:start + b] = r
 
-    _stream(model, todo, src, batch_size, workers, progress, consume, cache, f"top-{k} of {len(todo)} layer(s)")
-    return {n: {"values": a.values, "images": a.images, "rows": a.rows, "cols": a.cols,
-                "map_size": list(a.map_size), "rf": rfs[n]} for n, a in acc.items()}
+    desc = f"top-{k} of {len(todo)} layer(s)" + (f", relevance of {len(rel)}" if rel else "")
+    _stream(model, todo, src, batch_size, workers, progress, consume, cache, desc, grad_layers=rel, target=target)
+    out = {n: {"values": a.values, "images": a.images, "rows": a.rows, "cols": a.cols,
+               "map_size": list(a.map_size), "rf": rfs[n]} for n, a in acc.items()}
+    for n, a in acc_r.items():
+        out[n].update(table=tables[n][0], target=target,
+                      relevance={"values": a.values, "images": a.images, "rows": a.rows, "cols": a.cols,
+                                 "table": tables[n][1]})
+    return out
 
 
 def _entries(model: nn.Module, resolved: dict, kind: str, cache: bool, parts: tuple, tag: str = "") -> dict:

@@ -48,9 +48,25 @@ class StreamingTopK:
             self.map_size = hw
         elif hw != self.map_size:
             raise ValueError(f"activation maps changed size from {self.map_size} to {hw} between batches")
-        b = act.shape[0]
         m, pos = act.detach().flatten(2).max(2)  # (B,C): per image, the max over positions (on act's device)
-        m, pos = m.float().cpu(), pos.cpu()
+        self.update_scores(m, pos, first_id)
+
+    def update_scores(self, score: torch.Tensor, pos: torch.Tensor, first_id: int,
+                      map_size: tuple[int, int] | None = None) -> None:
+        """Merge a batch's ``(B,C)`` scores, already reduced over positions, with the ``k`` best so far;
+        ``pos`` ``(B,C)``: the flat position (row-major on ``map_size``) to remember with each score
+        (``top_activations(relevance=...)`` ranks by relevance this way)."""
+        if score.dim() != 2 or score.shape[1] != self.channels or pos.shape != score.shape:
+            raise ValueError(f"expected scores and positions (B,{self.channels}), got {tuple(score.shape)} "
+                             f"and {tuple(pos.shape)}")
+        if map_size is not None:
+            if self.map_size is None:
+                self.map_size = tuple(map_size)
+            elif tuple(map_size) != self.map_size:
+                raise ValueError(f"activation maps changed size from {self.map_size} to {tuple(map_size)} "
+                                 f"between batches")
+        b = score.shape[0]
+        m, pos = score.detach().float().cpu(), pos.cpu()
         ids = torch.arange(first_id, first_id + b).expand(self.channels, b)
         cand_v = torch.cat([self.values, m.T], 1)  # (C, k'+B): the current best first, then this batch
         cand_i = torch.cat([self.images, ids], 1)
@@ -79,6 +95,12 @@ class TopK:
     where in the ``map_size`` feature map that maximum sits; ``rf``: the layer's
     receptive field at ``input_size`` (``None`` for a layer whose units see the
     whole image: fc, global pooling).
+
+    With ``top_activations(..., relevance=...)``: ``table`` ``(N,C)`` is every photo's
+    score (here its maximum ``m_c(x)``), ``relevance`` the same layer ranked by
+    relevance to the class (a ``TopK`` with ``ranking="relevance"``: values are
+    ``R_c(x)``, positions the largest ``A*dS/dA``, ``table`` the full ``(N,C)`` of
+    ``R``) and ``target`` the class (``"label"`` or an index). Otherwise all ``None``.
     """
 
     layer: str
@@ -91,6 +113,28 @@ class TopK:
     input_size: tuple[int, int]
     rf: ReceptiveField | None
     source_key: str
+    table: torch.Tensor | None = None
+    ranking: str = "activation"
+    relevance: "TopK | None" = None
+    target: str | int | None = None
+
+    def ranked(self, by: str = "activation") -> "TopK":
+        """This layer's top-k ranked ``by`` ``"activation"`` (itself) or ``"relevance"``."""
+        if by not in ("activation", "relevance"):
+            raise ValueError(f"unknown ranking {by!r}: choose one of activation, relevance")
+        if by == self.ranking:
+            return self
+        if by == "relevance" and self.relevance is not None:
+            return self.relevance
+        raise ValueError(f"layer {self.layer!r} was ranked without relevance: pass relevance='label' (or a class) "
+                         f"and relevance_layers=[{self.layer!r}, ...] to top_activations")
+
+    def rank_correlation(self) -> np.ndarray:
+        """``(C,)`` per unit, Spearman's rank correlation over the photos of activation and relevance."""
+        from .relevance import spearman
+
+        rel = self.ranked("relevance")
+        return spearman(self.table, rel.table)
 
     @property
     def channels(self) -> int:
@@ -153,6 +197,10 @@ def _rf_from_dict(d: dict | None) -> ReceptiveField | None:
 
 
 def _topk_result(name: str, dotted: str, data: dict, hw: tuple[int, int], key: str) -> TopK:
-    return TopK(layer=name, dotted=dotted, values=data["values"], images=data["images"], rows=data["rows"],
-                cols=data["cols"], map_size=tuple(data["map_size"]), input_size=hw, rf=_rf_from_dict(data["rf"]),
-                source_key=key)
+    common = dict(layer=name, dotted=dotted, map_size=tuple(data["map_size"]), input_size=hw,
+                  rf=_rf_from_dict(data["rf"]), source_key=key, target=data.get("target"))
+    rel = data.get("relevance")  # results of the old kind (no relevance) have none of these keys
+    by_rel = None if rel is None else TopK(values=rel["values"], images=rel["images"], rows=rel["rows"],
+                                           cols=rel["cols"], table=rel["table"], ranking="relevance", **common)
+    return TopK(values=data["values"], images=data["images"], rows=data["rows"], cols=data["cols"],
+                table=data.get("table"), relevance=by_rel, **common)

@@ -8,7 +8,7 @@ import torch
 
 from . import Wrong, exercise
 
-__all__ = ["check_1", "check_2", "check_3", "check_4", "check_5", "check_6", "check_7"]
+__all__ = ["check_1", "check_2", "check_3", "check_4", "check_5", "check_6", "check_7", "check_8"]
 
 
 def _ints(answer, n: int, what: str) -> tuple[int, ...]:
@@ -262,3 +262,42 @@ def check_7(answer, *, m, inside) -> None:
         raise Wrong("that divides by the standard deviation of the whole table; use each unit's own, m.std(0)")
     raise Wrong("z_7 is not (mean of m on the concept's photos - mean on the rest) / std of m over all photos, "
                 "per unit")
+
+
+@exercise("01.8", "Spearman's rank correlation of one unit's activation and relevance, with numpy ranks")
+def check_8(answer, *, m, r) -> None:
+    """``m``, ``r``: (N,) one unit's activation score and relevance on every photo. The reference is
+    ``scipy.stats.spearmanr`` (tied values get the mean of their ranks)."""
+    from scipy.stats import pearsonr, spearmanr
+
+    from ._answers import number
+
+    m, r = _array(m, "m").reshape(-1), _array(r, "r").reshape(-1)
+    got = number(answer, "rho_8")
+    want = float(spearmanr(m, r).statistic) if m.std() > 0 and r.std() > 0 else float("nan")
+    if not np.isfinite(want):
+        if np.isnan(got):
+            return
+        raise Wrong("this unit's m or r is the same on every photo: it has no ranking, and its rank correlation "
+                    "is undefined (NaN, as scipy.stats.spearmanr gives)")
+    close = lambda v: bool(np.isfinite(v)) and abs(got - float(v)) < 1e-6
+    if close(want):
+        return
+    if not -1 - 1e-9 <= got <= 1 + 1e-9:
+        raise Wrong(f"a correlation lies in [-1, 1], got {got:.4g}: divide the covariance of the ranks by the "
+                    "product of their standard deviations")
+    pearson = lambda a, b: float(pearsonr(a, b).statistic)
+    if close(pearson(m, r)):
+        raise Wrong("that is Pearson's correlation of the values themselves; Spearman's is Pearson's of their "
+                    "*ranks* (so one huge value cannot dominate it)")
+    if close(pearson(np.argsort(m, kind="stable"), np.argsort(r, kind="stable"))):
+        raise Wrong("np.argsort gives the order of the photos (which photo is smallest), not each photo's rank: "
+                    "the ranks are the argsort of the argsort")
+    if close(-want):
+        raise Wrong("the sign is reversed: rank both scores the same way (both ascending, or both descending)")
+    ordinal = lambda a: np.argsort(np.argsort(a, kind="stable"), kind="stable")
+    if close(pearson(ordinal(m), ordinal(r))):
+        raise Wrong("right, except for ties: photos with equal scores should share the mean of their ranks, "
+                    "as scipy.stats.rankdata does")
+    raise Wrong(f"rho_8 = {got:.4f} is not Spearman's rank correlation of m and r (the Pearson correlation of "
+                "their ranks)")

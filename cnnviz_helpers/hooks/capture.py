@@ -39,6 +39,12 @@ class Capture:
         self.inputs: dict[str, torch.Tensor] = {}
         self.gradients: dict[str, torch.Tensor] = {}
         self._versions: dict[str, int] = {}
+        self._grad_was_off = False  # grad_from switched grad mode on during this pass (``_restore_grad``)
+
+    def _restore_grad(self) -> None:
+        if self._grad_was_off:
+            torch.set_grad_enabled(False)
+            self._grad_was_off = False
 
     def __getitem__(self, name: str) -> torch.Tensor:
         if name not in self.activations:
@@ -91,6 +97,8 @@ class Capture:
             out = self.model(x)
         except _StopForward:
             out = None
+        finally:
+            self._restore_grad()  # grad_from under torch.no_grad(): grad mode as before the pass
         self.check_called()
         return out
 
@@ -125,6 +133,7 @@ def capture(
     detach: bool = False,
     protect: bool = False,
     stop: bool = False,
+    grad_from: str | Iterable[str] = (),
 ) -> Iterator[Capture]:
     """Record the outputs (and, with ``gradients=True``, their gradients) of named layers.
 
@@ -136,6 +145,12 @@ def capture(
     - ``protect``: the recorded tensor is passed on as a copy, so a later in-place
       operation cannot change it (or the gradient taken with respect to it).
     - ``stop``: ``rec.run(x)`` ends the forward pass once every requested layer has run.
+    - ``grad_from``: recorded layers where the autograd graph starts: the first of them to run in
+      a pass passes on (and records) a detached copy of its output that requires grad, so that
+      ``torch.autograd.grad(score, [rec[n], ...])`` reaches it and every recorded layer after it,
+      with nothing recorded before it (the parameters stay frozen: no ``.grad`` is made). Under
+      ``torch.no_grad()`` grad mode is switched on there, so the layers before it run as cheaply as
+      in inference; ``rec.run`` (or the end of the block) switches it off again.
 
     >>> with capture(model, ["block2", "block4"]) as rec:
     ...     model(x)
@@ -146,12 +161,22 @@ def capture(
     resolved_in = resolve_layers(model, in_names) if in_names else {}
     dotted = {n: d for n, (d, _) in {**resolved_in, **resolved}.items()}
     rec = Capture(model, list(resolved), list(resolved_in), dotted)
+    leaf_names = set(_names(grad_from))
+    if leaf_names - set(resolved):
+        raise ValueError(f"grad_from names {sorted(leaf_names - set(resolved))}, which are not recorded layers; "
+                         f"recorded layers: {', '.join(resolved)}")
 
     def on_output(keys: list[str]):
         def hook(mod, inp, out):
             t = _first_tensor(out)
             if keys[0] in rec.activations or t is None:
                 return None
+            replaced = None
+            if leaf_names.intersection(keys) and not t.requires_grad and t is out:
+                if not torch.is_grad_enabled():  # under no_grad: record the graph from here on only
+                    torch.set_grad_enabled(True)
+                    rec._grad_was_off = True
+                t = replaced = t.detach().requires_grad_(True)  # the graph of this pass starts here
             for k in keys:
                 rec.activations[k] = t.detach() if detach else t
                 rec._versions[k] = t._version
@@ -162,6 +187,8 @@ def capture(
                 tensor_hook(t, save)
             if stop and rec._complete():
                 raise _StopForward
+            if replaced is not None:
+                return replaced.clone() if protect else replaced
             return out.clone() if protect and t is out else None
         return hook
 
@@ -180,4 +207,7 @@ def capture(
     pre = [(m, on_input(keys)) for m, keys in _by_module(resolved_in)]
     # an in-place activation after a hooked layer would overwrite the recorded output
     with frozen(model), switch_off_inplace(list(model.modules())), module_hooks(fwd, pre=pre):
-        yield rec
+        try:
+            yield rec
+        finally:
+            rec._restore_grad()
