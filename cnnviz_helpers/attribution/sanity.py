@@ -46,15 +46,10 @@ def cascading_randomization(
 
 
 def _ranks(v: torch.Tensor) -> torch.Tensor:
-    """Ranks 1..n of a 1-D tensor, ties given their average rank."""
-    order = torch.argsort(v, stable=True)
-    sv = v[order]
-    _, inverse, counts = torch.unique_consecutive(sv, return_inverse=True, return_counts=True)
-    ends = torch.cumsum(counts, 0).double()
-    avg = ends - (counts.double() - 1) / 2  # average of positions (1-based) in each tie block
-    r = torch.empty_like(v, dtype=torch.float64)
-    r[order] = avg[inverse]
-    return r
+    """Ranks 1..n of a 1-D tensor, ties given their average rank (``scipy.stats.rankdata``)."""
+    from scipy.stats import rankdata
+
+    return torch.from_numpy(rankdata(v.numpy(), method="average"))
 
 
 def rank_correlation(a: torch.Tensor, b: torch.Tensor, *, absolute: bool = True) -> float:

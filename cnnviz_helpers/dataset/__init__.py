@@ -35,7 +35,7 @@ from .cache import CACHE_ENV, CacheWarning, cache_enabled, model_fingerprint, ru
 from .passes import REDUCTIONS, activations, top_activations
 from .photos import PhotoSet, TensorImages, _default_workers
 from .relevance import rankdata, spearman
-from .spectrum import magnitude_spectrum, natural_spectrum
+from .spectrum import magnitude_spectrum, natural_spectrum, spectrum_distance
 from .topk import StreamingTopK, TopK
 
 __all__ = [
@@ -55,4 +55,5 @@ __all__ = [
     "rankdata",
     "natural_spectrum",
     "magnitude_spectrum",
+    "spectrum_distance",
 ]

@@ -80,21 +80,11 @@ def _relevance_maps(act: torch.Tensor, grad: torch.Tensor) -> tuple[torch.Tensor
 
 def rankdata(a: np.ndarray | torch.Tensor) -> np.ndarray:
     """Ranks 1..N down each column of ``a`` (N,) or (N, C); tied values get the mean of their ranks
-    (``scipy.stats.rankdata(method='average')``)."""
+    (``scipy.stats.rankdata(method='average')``, which this is)."""
+    from scipy.stats import rankdata as _scipy_rankdata
+
     a = np.asarray(a.detach().cpu() if isinstance(a, torch.Tensor) else a, dtype=np.float64)
-    one = a.ndim == 1
-    a = a[:, None] if one else a
-    n, c = a.shape
-    out = np.empty((n, c))
-    for j in range(c):
-        order = np.argsort(a[:, j], kind="stable")
-        v = a[order, j]
-        starts = np.r_[0, np.flatnonzero(np.diff(v) != 0) + 1]     # first index of every run of equal values
-        ends = np.r_[starts[1:], n]
-        r = np.empty(n)
-        r[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)   # mean of ranks start+1 .. end
-        out[:, j] = r
-    return out[:, 0] if one else out
+    return _scipy_rankdata(a, method="average", axis=0)
 
 
 def spearman(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> np.ndarray:
